@@ -1,0 +1,16 @@
+# nvcc for the real-CUDA build of the cuda backend (tests and benchmarks only; the library is header-only).
+if(NOT CMAKE_CUDA_COMPILER)
+  set(CMAKE_CUDA_COMPILER ${MMNET_NVCC})
+endif()
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES 90)  # Hopper (H100/H200), the GPUs our device checks run on
+endif()
+enable_language(CUDA)
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+
+function(mmnet_cuda_target tgt)
+  target_compile_options(${tgt} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--extended-lambda --expt-relaxed-constexpr
+    -Xcompiler=-fopenmp -Wno-deprecated-gpu-targets>)
+  set_target_properties(${tgt} PROPERTIES CUDA_SEPARABLE_COMPILATION OFF)
+endfunction()

@@ -1,0 +1,75 @@
+// mmnet/layers/activation.hpp: ReLU and Sigmoid (torch.nn.ReLU, torch.nn.Sigmoid).
+#pragma once
+#include <cmath>
+
+#include "../core/module.hpp"
+
+namespace mmnet::nn {
+
+// y = max(x, 0); dy/dx = 1 where x > 0, else 0 (0 at x == 0, as PyTorch).
+template <class T, class Backend>
+class ReLU : public Module<T, Backend> {
+ public:
+  using tensor = Tensor<T, Backend>;
+
+  tensor forward(const tensor& x) {
+    if (!x.defined()) fail<shape_error>("mmnet::nn::ReLU", "input", "a tensor", "an empty tensor");
+    tensor y(x.shape());
+    const T* px = x.data();
+    T* py = y.data();
+    backend::parallel_for(Backend{}, x.numel(), MMNET_KERNEL(index_t i) { py[i] = px[i] > T(0) ? px[i] : T(0); });
+    y_ = y;  // the output alone decides the mask (y > 0 iff x > 0)
+    return y;
+  }
+  tensor backward(const tensor& dy) {
+    check_same_shape("mmnet::nn::ReLU::backward", "grad_output", dy, y_.shape());
+    tensor dx(dy.shape());
+    const T *py = y_.data(), *pdy = dy.data();
+    T* pdx = dx.data();
+    backend::parallel_for(Backend{}, dy.numel(), MMNET_KERNEL(index_t i) { pdx[i] = py[i] > T(0) ? pdy[i] : T(0); });
+    return dx;
+  }
+
+ private:
+  tensor y_;
+};
+
+// y = 1 / (1 + exp(-x)), computed without overflow for large |x|; dy/dx = y (1 - y).
+template <class T, class Backend>
+class Sigmoid : public Module<T, Backend> {
+ public:
+  using tensor = Tensor<T, Backend>;
+
+  tensor forward(const tensor& x) {
+    if (!x.defined()) fail<shape_error>("mmnet::nn::Sigmoid", "input", "a tensor", "an empty tensor");
+    tensor y(x.shape());
+    const T* px = x.data();
+    T* py = y.data();
+    backend::parallel_for(Backend{}, x.numel(), MMNET_KERNEL(index_t i) {
+      const T v = px[i];
+      if (v >= T(0)) {
+        py[i] = T(1) / (T(1) + std::exp(-v));
+      } else {
+        const T e = std::exp(v);
+        py[i] = e / (T(1) + e);
+      }
+    });
+    y_ = y;
+    return y;
+  }
+  tensor backward(const tensor& dy) {
+    check_same_shape("mmnet::nn::Sigmoid::backward", "grad_output", dy, y_.shape());
+    tensor dx(dy.shape());
+    const T *py = y_.data(), *pdy = dy.data();
+    T* pdx = dx.data();
+    backend::parallel_for(Backend{}, dy.numel(), MMNET_KERNEL(index_t i) { pdx[i] = pdy[i] * py[i] * (T(1) - py[i]); });
+    return dx;
+  }
+  // The last output (probabilities), e.g. for a Dice loss.
+  const tensor& output() const { return y_; }
+
+ private:
+  tensor y_;
+};
+
+}  // namespace mmnet::nn

@@ -1,0 +1,209 @@
+// tests/support/mmnet_test.hpp: what every mmnet test uses.
+//
+// * mmnet::test::Backend: the backend this test executable was built for (cpu, or cuda through Thrust on
+//   OpenMP or on a GPU). Test files are backend-agnostic and are compiled once per backend.
+// * Fixture: an HDF5 file written by a PyTorch script in tests/reference/ (never edited by hand).
+// * check_close: error = max|a - b| / max|b| over the tensor (absolute when the reference is all zeros),
+//   recorded per precision so the run ends with the largest error seen.
+// * gradcheck_module / gradcheck_fn: dlib-style central differences of sum(y * r) in double.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <mmnet/core/module.hpp>
+#include <mmnet/core/ops.hpp>
+#include <mmnet/core/random.hpp>
+#include <mmnet/io/hdf5.hpp>
+
+namespace mmnet::test {
+
+#if defined(MMNET_TEST_BACKEND_CUDA)
+using Backend = mmnet::cuda;
+#else
+using Backend = mmnet::cpu;
+#endif
+
+template <class T>
+using TestTensor = mmnet::Tensor<T, Backend>;
+
+// The tolerances: double 1e-10 relative; float 1e-4 on outputs and 1e-3 on gradients.
+template <class T>
+constexpr double tol_output() { return std::is_same_v<T, double> ? 1e-10 : 1e-4; }
+template <class T>
+constexpr double tol_grad() { return std::is_same_v<T, double> ? 1e-10 : 1e-3; }
+
+inline std::string fixture_dir() {
+  if (const char* d = std::getenv("MMNET_FIXTURE_DIR")) return d;
+#if defined(MMNET_FIXTURE_DIR)
+  return MMNET_FIXTURE_DIR;
+#else
+  return "fixtures";
+#endif
+}
+
+class Fixture {
+ public:
+  explicit Fixture(const std::string& name) : path_(fixture_dir() + "/" + name + ".h5"), sd_(io::read_all(path_)) {}
+  bool has(const std::string& key) const { return sd_.contains(key); }
+  const HostArray& array(const std::string& key) const {
+    const HostArray* a = sd_.find(key);
+    if (!a) throw error("fixture " + path_ + " has no dataset '" + key + "'");
+    return *a;
+  }
+  template <class T>
+  mmnet::Tensor<T, Backend> tensor(const std::string& key) const {
+    const HostArray& a = array(key);
+    return mmnet::Tensor<T, Backend>::from_vector(Shape(a.shape), a.data);
+  }
+  double scalar(const std::string& key) const { return array(key).data.at(0); }
+  const StateDict& all() const { return sd_; }
+  // The entries under "prefix/" with the prefix removed (e.g. a module's state dict).
+  StateDict group(const std::string& prefix) const {
+    StateDict out;
+    const std::string p = prefix + "/";
+    for (auto& e : sd_)
+      if (e.first.compare(0, p.size(), p) == 0) out.insert(e.first.substr(p.size()), e.second);
+    return out;
+  }
+
+ private:
+  std::string path_;
+  StateDict sd_;
+};
+
+// Largest error seen per precision, printed when the test executable ends.
+class ErrorStats {
+ public:
+  static ErrorStats& get() {
+    static ErrorStats s;
+    return s;
+  }
+  void record(bool is_double, double err, const std::string& what) {
+    auto& m = is_double ? dbl_ : flt_;
+    if (err > m.first) m = {err, what};
+  }
+  ~ErrorStats() {
+    std::printf("[mmnet] backend %s: largest reference error, double: %.3e (%s); float: %.3e (%s)\n", Backend::name,
+                dbl_.first, dbl_.second.c_str(), flt_.first, flt_.second.c_str());
+  }
+
+ private:
+  std::pair<double, std::string> dbl_{0.0, "-"}, flt_{0.0, "-"};
+};
+
+inline double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::abs(a[i] - b[i]));
+    den = std::max(den, std::abs(b[i]));
+  }
+  if (std::isnan(num)) return INFINITY;
+  return den > 0 ? num / den : num;
+}
+
+template <class T>
+void check_close(const mmnet::Tensor<T, Backend>& actual, const HostArray& expected, double tol,
+                 const std::string& what) {
+  INFO(what);
+  REQUIRE_MESSAGE(actual.defined(), what << ": tensor is empty");
+  REQUIRE_MESSAGE(actual.shape().to_vector() == expected.shape,
+                  what << ": shape " << actual.shape().str() << " vs reference " << expected.shape_str());
+  const auto v = actual.to_vector();
+  const double err = relative_error(std::vector<double>(v.begin(), v.end()), expected.data);
+  ErrorStats::get().record(std::is_same_v<T, double>, err, what);
+  CHECK_MESSAGE(err <= tol, what << ": relative error " << err << " > tolerance " << tol);
+}
+
+template <class T>
+void check_close_scalar(T actual, double expected, double tol, const std::string& what) {
+  const double err = std::abs(static_cast<double>(actual) - expected) / std::max(std::abs(expected), 1e-300);
+  ErrorStats::get().record(std::is_same_v<T, double>, err, what);
+  CHECK_MESSAGE(err <= tol, what << ": " << actual << " vs " << expected << ", relative error " << err);
+}
+
+// Random tensor with N(0,1) values from a fixed seed.
+template <class T>
+mmnet::Tensor<T, Backend> randn(const Shape& s, std::uint64_t seed) {
+  Generator g(seed);
+  std::vector<T> v(static_cast<std::size_t>(s.numel()));
+  for (auto& x : v) x = static_cast<T>(g.normal());
+  return mmnet::Tensor<T, Backend>::from_vector(s, v);
+}
+
+// Central-difference check of a scalar-valued function's gradient. value(): L at the current point;
+// perturb(i, h): moves element i by h. analytic[i] is dL/d element i.
+inline void central_difference_check(const std::string& what, index_t n, const std::vector<double>& analytic,
+                                     const std::function<double()>& value,
+                                     const std::function<void(index_t, double)>& perturb, double h = 1e-6,
+                                     double rtol = 1e-5, double atol = 1e-6) {
+  REQUIRE(static_cast<index_t>(analytic.size()) == n);
+  double worst = 0;
+  index_t bad = 0;
+  for (index_t i = 0; i < n; ++i) {
+    perturb(i, h);
+    const double lp = value();
+    perturb(i, -2 * h);
+    const double lm = value();
+    perturb(i, h);
+    const double num = (lp - lm) / (2 * h);
+    const double diff = std::abs(num - analytic[static_cast<std::size_t>(i)]);
+    const double lim = atol + rtol * std::max(std::abs(num), std::abs(analytic[static_cast<std::size_t>(i)]));
+    worst = std::max(worst, diff / lim);
+    if (!(diff <= lim)) {
+      if (bad < 5)
+        MESSAGE(what << "[" << i << "]: numeric " << num << " analytic " << analytic[static_cast<std::size_t>(i)]);
+      ++bad;
+    }
+  }
+  CHECK_MESSAGE(bad == 0, what << ": " << bad << " of " << n << " gradient elements disagree with central differences");
+}
+
+// Host-side element update of a tensor (slow, for tests only).
+template <class T>
+void perturb_element(mmnet::Tensor<T, Backend>& t, index_t i, double h) {
+  auto v = t.to_vector();
+  v[static_cast<std::size_t>(i)] += static_cast<T>(h);
+  t.assign(v);
+}
+
+// dlib's test_layer in double: L = sum(forward(x) * r) for a fixed random r. Checks dL/dx returned by
+// backward and dL/dparam accumulated into every parameter gradient. Gradients are pre-filled with random
+// values, so a layer that assigns instead of adding fails.
+template <class M>
+void gradcheck_module(M& m, const mmnet::Tensor<double, Backend>& x0, std::uint64_t seed = 7, double rtol = 1e-5,
+                      double atol = 1e-6) {
+  auto x = x0.clone();
+  auto y = m.forward(x);
+  const auto r = randn<double>(y.shape(), seed);
+  std::vector<std::vector<double>> prefill;
+  Generator g(seed + 1);
+  for (auto& np : m.named_parameters()) {
+    std::vector<double> v(static_cast<std::size_t>(np.second->grad.numel()));
+    for (auto& e : v) e = g.normal();
+    np.second->grad.assign(v);
+    prefill.push_back(v);
+  }
+  const auto dx = m.backward(r).to_vector();
+  auto value = [&] { return mmnet::dot(m.forward(x), r); };
+  central_difference_check("dL/dinput", x.numel(), dx, value, [&](index_t i, double h) { perturb_element(x, i, h); },
+                           1e-6, rtol, atol);
+  std::size_t k = 0;
+  for (auto& np : m.named_parameters()) {
+    auto g_acc = np.second->grad.to_vector();
+    for (std::size_t i = 0; i < g_acc.size(); ++i) g_acc[i] -= prefill[k][i];
+    ++k;
+    auto& p = np.second->value;
+    central_difference_check("dL/d" + np.first, p.numel(), g_acc, value,
+                             [&](index_t i, double h) { perturb_element(p, i, h); }, 1e-6, rtol, atol);
+  }
+}
+
+}  // namespace mmnet::test
