@@ -57,4 +57,10 @@ void pytorch_default_(Parameter<T, B>& weight, Parameter<T, B>* bias, Generator&
   }
 }
 
+// The same for a layer without bias.
+template <class T, class B>
+void pytorch_default_(Parameter<T, B>& weight, Generator& g = default_generator()) {
+  pytorch_default_(weight, static_cast<Parameter<T, B>*>(nullptr), g);
+}
+
 }  // namespace mmnet::init
