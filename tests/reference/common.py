@@ -41,11 +41,12 @@ def write(outdir, name, entries):
 
 def state(module, prefix, out):
     """Adds module.state_dict() under prefix/ to out."""
+    # clone: state_dict() tensors alias the live parameters, which later steps change in place
     for k, v in module.state_dict().items():
-        out[prefix + "/" + k] = v
+        out[prefix + "/" + k] = v.detach().clone()
 
 
 def grads(module, prefix, out):
     for k, p in module.named_parameters():
         if p.grad is not None:
-            out[prefix + "/" + k] = p.grad
+            out[prefix + "/" + k] = p.grad.detach().clone()  # zero_grad() zeroes in place
