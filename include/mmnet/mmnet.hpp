@@ -17,6 +17,20 @@
 #include "init/init.hpp"
 
 #include "layers/activation.hpp"
+#include "layers/batchnorm3d.hpp"
+#include "layers/concat.hpp"
+#include "layers/conv3d.hpp"
+#include "layers/maxpool3d.hpp"
+
+#include "losses/bce_with_logits.hpp"
+#include "losses/reduction.hpp"
+#include "losses/soft_dice.hpp"
+
+#include "optim/adam.hpp"
+#include "optim/optimizer.hpp"
+#include "optim/sgd.hpp"
+
+#include "models/tiny_net.hpp"
 
 #include "io/hdf5.hpp"
 #include "io/weights.hpp"
