@@ -63,7 +63,9 @@ TEST_CASE_TEMPLATE("tiny 3D network: 3 Adam steps on Dice + BCE match PyTorch", 
   const StateDict final_sd = fx.group("final");
   const StateDict ours = net.state_dict();
   CHECK(ours.keys() == final_sd.keys());
-  for (auto& [name, a] : ours) {
+  for (const auto& entry : ours) {
+    const std::string& name = entry.first;  // no structured bindings: doctest's macros capture them in lambdas
+    const HostArray& a = entry.second;
     const HostArray& ref = final_sd.at(name);
     if (a.dtype == DType::i64) {
       CHECK_MESSAGE(a.data[0] == ref.data[0], name);

@@ -34,7 +34,10 @@ def write(outdir, name, entries):
     tmp = path + ".tmp"
     with h5py.File(tmp, "w", track_order=True) as f:
         for key, value in entries.items():
-            f.create_dataset(key, data=to_np(value))
+            group = f
+            for part in key.split("/")[:-1]:  # groups keep creation order too (state-dict order)
+                group = group[part] if part in group else group.create_group(part, track_order=True)
+            group.create_dataset(key.split("/")[-1], data=to_np(value))
     os.replace(tmp, path)
     return path
 

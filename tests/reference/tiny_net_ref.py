@@ -14,7 +14,7 @@ class TinyNet(nn.Module):
 
     def __init__(self, cin=2, width=4):
         super().__init__()
-        self.conv1 = nn.Conv3d(cin, width, 3, padding=1)
+        self.conv1 = nn.Conv3d(cin, width, 3, padding=1, bias=False)  # BN follows: a bias would be a no-op
         self.bn1 = nn.BatchNorm3d(width)
         self.pool = nn.MaxPool3d(3, stride=1, padding=1)
         self.conv2 = nn.Conv3d(width, width, (1, 3, 3), padding=(0, 1, 1))

@@ -4,6 +4,9 @@
 //
 //   x ─ conv1 ─ bn1 ─ relu1 ─┬─ pool ─ conv2 ─┐
 //                            └──── skip ──────┴─ concat ─ head ─ logits (sigmoid → probability)
+//
+// conv1 has no bias: BatchNorm subtracts the batch mean right after it, so a bias there would get an exactly
+// zero gradient (PyTorch's convention for conv + BN).
 #pragma once
 #include "../core/module.hpp"
 #include "../layers/activation.hpp"
@@ -39,7 +42,7 @@ struct TinyNet : Module<T, Backend> {
   nn::Conv3d<T, Backend> head;
 
   explicit TinyNet(const TinyNetOptions& o = TinyNetOptions(), Generator& g = default_generator())
-      : conv1(nn::Conv3dOptions(o.in_channels(), o.width(), 3).padding(1), g),
+      : conv1(nn::Conv3dOptions(o.in_channels(), o.width(), 3).padding(1).bias(false), g),
         bn1(nn::BatchNorm3dOptions(o.width())),
         pool(nn::MaxPool3dOptions(3).stride(1).padding(1)),
         conv2(nn::Conv3dOptions(o.width(), o.width(), {1, 3, 3}).padding({0, 1, 1}), g),
