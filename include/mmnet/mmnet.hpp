@@ -5,6 +5,7 @@
 #include "core/backends.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
+#include "core/expanding_array.hpp"
 #include "core/module.hpp"
 #include "core/ops.hpp"
 #include "core/parallel.hpp"

@@ -88,7 +88,7 @@ TEST_CASE_TEMPLATE("MaxPool3d output sizes and overlapping windows sum their gra
   CHECK(aniso.forward(randn<T>({1, 2, 17, 16, 9}, 1)).shape() == Shape{1, 2, 2, 2, 2});
   nn::MaxPool3d<T, Backend> k221(nn::MaxPool3dOptions({2, 2, 1}));
   CHECK(k221.forward(randn<T>({2, 1, 5, 4, 3}, 1)).shape() == Shape{2, 1, 2, 2, 3});
-  CHECK(nn::MaxPool3dOptions({2, 2, 1}).stride() == std::array<index_t, 3>{2, 2, 1});
+  CHECK(nn::MaxPool3dOptions({2, 2, 1}).stride() == ExpandingArray3(2, 2, 1));
 }
 
 TEST_CASE("MaxPool3d rejects bad input and options") {

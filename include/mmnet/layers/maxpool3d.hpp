@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../backend/common/pooling.hpp"
+#include "../core/expanding_array.hpp"
 #include "../core/module.hpp"
 
 namespace mmnet::nn {
@@ -16,21 +17,17 @@ namespace mmnet::nn {
 // Options of MaxPool3d; sizes are one value for all axes or {d, h, w}:
 //   MaxPool3dOptions({2, 2, 1}), MaxPool3dOptions(3).stride(1).padding(1)
 struct MaxPool3dOptions {
-  using size3 = std::array<index_t, 3>;
+  using size3 = ExpandingArray3;
 
   // The stride defaults to the kernel size.
-  explicit MaxPool3dOptions(index_t kernel_size) : MaxPool3dOptions(size3{kernel_size, kernel_size, kernel_size}) {}
   explicit MaxPool3dOptions(size3 kernel_size) : kernel_size_(kernel_size), stride_(kernel_size) {}
 
   // Window extent (d, h, w).
   MaxPool3dOptions& kernel_size(size3 v) { kernel_size_ = v; return *this; }
-  MaxPool3dOptions& kernel_size(index_t v) { return kernel_size(size3{v, v, v}); }
   // Step between windows; default: the kernel size given to the constructor.
   MaxPool3dOptions& stride(size3 v) { stride_ = v; return *this; }
-  MaxPool3dOptions& stride(index_t v) { return stride(size3{v, v, v}); }
   // Implicit -inf padding on both sides of each axis; at most half the kernel, as PyTorch requires.
   MaxPool3dOptions& padding(size3 v) { padding_ = v; return *this; }
-  MaxPool3dOptions& padding(index_t v) { return padding(size3{v, v, v}); }
 
   const size3& kernel_size() const { return kernel_size_; }
   const size3& stride() const { return stride_; }
