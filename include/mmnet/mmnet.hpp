@@ -21,7 +21,10 @@
 #include "layers/batchnorm3d.hpp"
 #include "layers/concat.hpp"
 #include "layers/conv3d.hpp"
+#include "layers/conv_transpose3d.hpp"
+#include "layers/linear.hpp"
 #include "layers/maxpool3d.hpp"
+#include "layers/ws_conv3d.hpp"
 
 #include "losses/bce_with_logits.hpp"
 #include "losses/reduction.hpp"
