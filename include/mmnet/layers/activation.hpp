@@ -1,6 +1,7 @@
-// mmnet/layers/activation.hpp: ReLU and Sigmoid (torch.nn.ReLU, torch.nn.Sigmoid).
+// mmnet/layers/activation.hpp: ReLU, LeakyReLU and Sigmoid (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.Sigmoid).
 #pragma once
 #include <cmath>
+#include <string>
 
 #include "../core/module.hpp"
 
@@ -32,6 +33,57 @@ class ReLU : public Module<T, Backend> {
 
  private:
   tensor y_;
+};
+
+// Options of LeakyReLU, with PyTorch's default: LeakyReLUOptions().negative_slope(0.01) (MAML and HMRNet's slope).
+struct LeakyReLUOptions {
+  // The factor applied where x < 0 (any finite value, as PyTorch).
+  LeakyReLUOptions& negative_slope(double v) { negative_slope_ = v; return *this; }
+  double negative_slope() const { return negative_slope_; }
+
+ private:
+  double negative_slope_ = 0.01;
+};
+
+// y = x where x > 0, else negative_slope * x; dy/dx = 1 where x > 0, else negative_slope (so the slope at x == 0,
+// as PyTorch's leaky_relu_backward).
+template <class T, class Backend>
+class LeakyReLU : public Module<T, Backend> {
+ public:
+  using tensor = Tensor<T, Backend>;
+
+  explicit LeakyReLU(const LeakyReLUOptions& options = LeakyReLUOptions()) : options_(options) {
+    if (!std::isfinite(options.negative_slope()))
+      fail<value_error>(name, "negative_slope", "a finite value", options.negative_slope());
+  }
+
+  tensor forward(const tensor& x) {
+    if (!x.defined()) fail<shape_error>(name, "input", "a tensor", "an empty tensor");
+    tensor y(x.shape());
+    const T* px = x.data();
+    T* py = y.data();
+    const T slope = static_cast<T>(options_.negative_slope());
+    backend::parallel_for(Backend{}, x.numel(), MMNET_KERNEL(index_t i) { py[i] = px[i] > T(0) ? px[i] : px[i] * slope; });
+    x_ = x;  // the input decides the branch (the output cannot when the slope is <= 0)
+    return y;
+  }
+  tensor backward(const tensor& dy) {
+    if (!x_.defined()) fail<value_error>(std::string(name) + "::backward", "saved input", "a forward() call first", "none");
+    check_same_shape(std::string(name) + "::backward", "grad_output", dy, x_.shape());
+    tensor dx(dy.shape());
+    const T *px = x_.data(), *pdy = dy.data();
+    T* pdx = dx.data();
+    const T slope = static_cast<T>(options_.negative_slope());
+    backend::parallel_for(Backend{}, dy.numel(), MMNET_KERNEL(index_t i) { pdx[i] = px[i] > T(0) ? pdy[i] : pdy[i] * slope; });
+    return dx;
+  }
+
+  const LeakyReLUOptions& options() const { return options_; }
+
+ private:
+  static constexpr const char* name = "mmnet::nn::LeakyReLU";
+  LeakyReLUOptions options_;
+  tensor x_;
 };
 
 // y = 1 / (1 + exp(-x)), computed without overflow for large |x|; dy/dx = y (1 - y).
