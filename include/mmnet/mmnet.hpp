@@ -22,8 +22,12 @@
 #include "layers/concat.hpp"
 #include "layers/conv3d.hpp"
 #include "layers/conv_transpose3d.hpp"
+#include "layers/dropout3d.hpp"
+#include "layers/group_norm.hpp"
+#include "layers/instance_norm3d.hpp"
 #include "layers/linear.hpp"
 #include "layers/maxpool3d.hpp"
+#include "layers/softmax.hpp"
 #include "layers/ws_conv3d.hpp"
 
 #include "losses/bce_with_logits.hpp"
