@@ -2,6 +2,7 @@
 # finds the dependencies with find_dependency, so a consumer needs only find_package(mmnet CONFIG REQUIRED).
 include(CMakePackageConfigHelpers)
 install(DIRECTORY include/mmnet DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(PROGRAMS tools/torch2h5.py tools/h52torch.py DESTINATION ${CMAKE_INSTALL_DATADIR}/mmnet/tools)
 install(TARGETS mmnet mmnet_thrust_omp EXPORT mmnetTargets)
 install(EXPORT mmnetTargets NAMESPACE mmnet:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/mmnet)
 configure_package_config_file(cmake/mmnetConfig.cmake.in ${CMAKE_CURRENT_BINARY_DIR}/mmnetConfig.cmake

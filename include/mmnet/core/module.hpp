@@ -16,6 +16,7 @@
 //                                        so a parameter reached twice sums, as PyTorch's .grad does.
 // A frozen parameter (requires_grad == false) receives no gradient and optimizers skip it.
 #pragma once
+#include <cmath>
 #include <functional>
 #include <string>
 #include <unordered_set>
@@ -242,6 +243,8 @@ class Module {
       const HostArray* a = sd.find(name);
       if (!a) r.missing_keys.push_back(name);
       else if (a->numel() != 1) mismatched.push_back(name + " (expected a scalar, got shape " + a->shape_str() + ")");
+      else if (!(std::abs(a->data[0]) < 9.007199254740992e15) || a->data[0] != std::floor(a->data[0]))
+        mismatched.push_back(name + " (expected an integer count, got " + std::to_string(a->data[0]) + ")");
     }
     for (auto& e : sd)
       if (!known.count(e.first)) r.unexpected_keys.push_back(e.first);
