@@ -1,16 +1,22 @@
 """Soft Dice loss (MMFNet spec §3) written out in torch; autograd gives dL/dp.
 
-batch=True: one ratio over every element. batch=False: MONAI's DiceLoss(batch=False) formula, a ratio per
-(n, c) over the remaining axes, then the mean. Each case stores p, g, options, grad_loss, the loss and
-grad_loss * dL/dp.
+batch=True: one ratio over every element (per_channel: one per channel, MONAI batch=True). batch=False: MONAI's
+DiceLoss(batch=False) formula, a ratio per (n, c) over the remaining axes, then the mean. include_background=False
+drops channel 0 (MONAI). The last cases use softmax probabilities with one-hot targets of stored labels.
+Each case stores p, g, options, grad_loss, the loss and grad_loss * dL/dp.
 """
 import torch
 
 import common
 
 
-def soft_dice(p, g, smooth_nr, smooth_dr, batch):
-    if batch:
+def soft_dice(p, g, smooth_nr, smooth_dr, batch, include_bg=True, per_channel=False):
+    if not include_bg:  # MONAI include_background=False: channel 0 dropped
+        p, g = p[:, 1:], g[:, 1:]
+    if batch and per_channel:  # MONAI batch=True: a ratio per channel over batch and space
+        axes = [0] + list(range(2, p.dim()))
+        inter, total = (p * g).sum(axes), p.sum(axes) + g.sum(axes)
+    elif batch:
         inter, total = (p * g).sum(), p.sum() + g.sum()
     else:
         n, c = p.shape[0], p.shape[1]
@@ -49,13 +55,31 @@ def generate(outdir):
     cases.append((p, g, 1.0, 1.0, False, 1.0))
     cases.append((p, g, 1.0, 1.0, True, 1.0))
     cases.append((torch.rand(7), binary((7,), 0.4), 2.0, 0.5, True, 1.0))  # rank 1
+    cases = [c + (True, False, None) for c in cases]  # include_background, per_channel, labels
+
+    # softmax probabilities with one-hot targets (labels stored: the test rebuilds g with losses::one_hot)
+    shape = (2, 3, 4, 5, 6)
+    p = torch.softmax(torch.randn(shape) * 2, 1)
+    lab = torch.randint(0, 3, (2, 1, 4, 5, 6))
+    g = torch.nn.functional.one_hot(lab[:, 0], 3).movedim(-1, 1).double()
+    cases.append((p, g, 1e-5, 1e-5, False, 1.0, False, False, lab))  # MONAI include_background=False
+    cases.append((p, g, 1e-5, 1e-5, True, 0.6, True, True, lab))     # MONAI batch=True
+    cases.append((p, g, 1e-5, 1e-5, True, 1.0, False, True, lab))    # batch=True, no background
+    cases.append((p, g, 1.0, 1.0, True, 1.0, False, False, lab))     # one global ratio over channels 1, 2
+    lab0 = torch.zeros(2, 1, 3, 4, 5, dtype=torch.int64)              # empty foreground
+    p0 = torch.softmax(torch.randn(2, 2, 3, 4, 5), 1)
+    g0 = torch.nn.functional.one_hot(lab0[:, 0], 2).movedim(-1, 1).double()
+    cases.append((p0, g0, 1e-5, 1e-5, False, 1.0, False, False, lab0))
+    cases.append((p0, g0, 1e-5, 1e-5, True, 1.0, False, True, lab0))
 
     out = {"num_cases": len(cases)}
-    for k, (p, g, snr, sdr, batch, gl) in enumerate(cases):
+    for k, (p, g, snr, sdr, batch, gl, bg, per_channel, lab) in enumerate(cases):
         pk = p.clone().requires_grad_(True)
-        loss = soft_dice(pk, g, snr, sdr, batch)
+        loss = soft_dice(pk, g, snr, sdr, batch, bg, per_channel)
         loss.backward(torch.tensor(gl))
         pre = f"case{k}/"
         out.update({pre + "p": p, pre + "g": g, pre + "smooth_nr": snr, pre + "smooth_dr": sdr,
-                    pre + "batch": int(batch), pre + "grad_loss": gl, pre + "loss": loss, pre + "grad": pk.grad})
+                    pre + "batch": int(batch), pre + "include_background": int(bg), pre + "per_channel": int(per_channel),
+                    pre + "has_labels": int(lab is not None), pre + "labels": (lab if lab is not None else torch.zeros(1)).double(),
+                    pre + "grad_loss": gl, pre + "loss": loss, pre + "grad": pk.grad})
     common.write(outdir, "soft_dice", out)
