@@ -1,10 +1,14 @@
 // Initialisers (mmnet/init/init.hpp) against PyTorch's formulas: fan_in (with the ConvTranspose quirk),
 // kaiming-uniform and default-init bounds, coverage of the range, and seeding. The expected fan_in values were
-// read from torch 1.13's nn.init._calculate_fan_in_and_fan_out on the modules named below.
+// read from torch 1.13's nn.init._calculate_fan_in_and_fan_out on the modules named below; fans, gains and
+// the kaiming / xavier standard deviations are also checked against tests/reference/init_ref.py, and the
+// sample statistics of large draws against those formulas.
 #include <mmnet/init/init.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "../support/mmnet_test.hpp"
@@ -134,4 +138,133 @@ TEST_CASE("Generator is std::mt19937_64, identical on every platform") {
   Generator g(5489);
   for (int i = 0; i < 9999; ++i) g.uniform();
   CHECK(g.uniform() == static_cast<double>(9981545732273789042ull >> 11) / 9007199254740992.0);
+}
+
+TEST_CASE("fans, gains and init standard deviations equal torch.nn.init's") {
+  Fixture fx("init");
+  const char* shapes[] = {"conv3d", "conv3d_odd", "conv_transpose3d", "linear", "conv1d", "matrix_wide"};
+  struct K {
+    double a;
+    init::FanMode mode;
+    const char* mode_name;
+    const char* nl;
+  };
+  const K kaiming[] = {{0.0, init::FanMode::fan_in, "fan_in", "leaky_relu"},
+                       {0.01, init::FanMode::fan_in, "fan_in", "leaky_relu"},
+                       {std::sqrt(5.0), init::FanMode::fan_in, "fan_in", "leaky_relu"},
+                       {0.0, init::FanMode::fan_out, "fan_out", "relu"},
+                       {0.2, init::FanMode::fan_out, "fan_out", "leaky_relu"},
+                       {0.0, init::FanMode::fan_in, "fan_in", "linear"},
+                       {0.0, init::FanMode::fan_out, "fan_out", "tanh"},
+                       {0.0, init::FanMode::fan_in, "fan_in", "selu"}};
+  for (const char* k : shapes) {
+    const auto& dims = fx.array(std::string("shapes/") + k).data;
+    const Shape s(std::vector<index_t>(dims.begin(), dims.end()));
+    const auto& f = fx.array(std::string("fans/") + k).data;
+    CHECK_MESSAGE(init::fan_in(s) == static_cast<index_t>(f[0]), k);
+    CHECK_MESSAGE(init::fan_out(s) == static_cast<index_t>(f[1]), k);
+    for (const K& c : kaiming) {
+      char name[128];
+      std::snprintf(name, sizeof(name), "kaiming/%s/a%.4f_%s_%s", k, c.a, c.mode_name, c.nl);
+      check_close_scalar(init::detail::kaiming_std(s, c.a, c.mode, c.nl), fx.scalar(name), 1e-15, name);
+    }
+    for (double g : {1.0, std::sqrt(2.0), 5.0 / 3}) {
+      char name[128];
+      std::snprintf(name, sizeof(name), "xavier/%s/%.4f", k, g);
+      check_close_scalar(init::detail::xavier_std(s, g), fx.scalar(name), 1e-15, name);
+    }
+  }
+  const char* gains[] = {"linear", "conv3d", "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "leaky_relu",
+                         "leaky_relu", "leaky_relu", "selu", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"};
+  for (int i = 0; i < 15; ++i) {
+    const std::string g = "gain/" + std::to_string(i) + "/";
+    const double param = fx.scalar(g + "param");
+    const double gain = param < 0 ? init::calculate_gain(gains[i]) : init::calculate_gain(gains[i], param);
+    check_close_scalar(gain, fx.scalar(g + "value"), 1e-15, std::string("calculate_gain ") + gains[i]);
+  }
+  CHECK_THROWS_WITH_AS(init::calculate_gain("gelu"), doctest::Contains("'gelu'"), value_error);
+  CHECK_THROWS_AS(init::calculate_gain("leaky_relu", NAN), value_error);
+  CHECK_THROWS_AS(init::fan_out({4}), value_error);
+}
+
+namespace {
+// Sample mean and standard deviation of N(0, sd^2) over n elements: a 5-sigma band on the mean and 3% on the
+// standard deviation (n >= 40000 puts the 3% at more than 8 sigma).
+void check_normal(const InitStats& s, double sd, double n, const char* what) {
+  INFO(what << ": sd " << sd << ", sample sd " << std::sqrt(s.var) << ", mean " << s.mean);
+  CHECK(std::abs(s.mean) < 5 * sd / std::sqrt(n));
+  CHECK(std::abs(std::sqrt(s.var) / sd - 1) < 0.03);
+  CHECK(s.max > 3 * sd);  // unbounded tails (a uniform draw of this sd stops at 1.73 sd)
+  CHECK(s.min < -3 * sd);
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("kaiming and xavier draws have torch's bounds and standard deviations", T, float, double) {
+  Generator g(11);
+  TestTensor<T> conv({64, 48, 3, 3, 3});  // fan_in 1296, fan_out 1728
+  const double n = static_cast<double>(conv.numel());
+  const double fi = 1296, fo = 1728;
+  init::kaiming_uniform_(conv, 0.0, init::FanMode::fan_out, "relu", g);
+  check_uniform(init_stats(conv), std::sqrt(3.0) * std::sqrt(2.0) / std::sqrt(fo), n, "kaiming_uniform fan_out relu");
+  init::kaiming_uniform_(conv, 0.2, init::FanMode::fan_in, "leaky_relu", g);
+  check_uniform(init_stats(conv), std::sqrt(3.0) * std::sqrt(2.0 / 1.04) / std::sqrt(fi), n, "kaiming_uniform a=0.2");
+  init::kaiming_uniform_(conv);  // torch's defaults: a = 0, fan_in, leaky_relu -> He uniform
+  check_uniform(init_stats(conv), std::sqrt(6.0 / fi), n, "kaiming_uniform defaults");
+  init::kaiming_normal_(conv, 0.0, g);  // He normal: sqrt(2 / fan_in)
+  check_normal(init_stats(conv), std::sqrt(2.0 / fi), n, "kaiming_normal a=0");
+  init::kaiming_normal_(conv, 1e-2, init::FanMode::fan_in, "leaky_relu", g);  // nnU-Net's InitWeights_He(1e-2)
+  check_normal(init_stats(conv), std::sqrt(2.0 / (1 + 1e-4)) / std::sqrt(fi), n, "kaiming_normal nnU-Net");
+  init::kaiming_normal_(conv, 0.0, init::FanMode::fan_out, "tanh", g);
+  check_normal(init_stats(conv), 5.0 / 3 / std::sqrt(fo), n, "kaiming_normal fan_out tanh");
+  init::xavier_uniform_(conv, 1.0, g);
+  check_uniform(init_stats(conv), std::sqrt(6.0 / (fi + fo)), n, "xavier_uniform");
+  init::xavier_uniform_(conv, init::calculate_gain("relu"), g);
+  check_uniform(init_stats(conv), std::sqrt(2.0) * std::sqrt(6.0 / (fi + fo)), n, "xavier_uniform relu gain");
+  init::xavier_normal_(conv, 0.5, g);
+  check_normal(init_stats(conv), 0.5 * std::sqrt(2.0 / (fi + fo)), n, "xavier_normal");
+
+  // ConvTranspose3d(in 200, out 3, 2): fan_in = 3 * 8 = 24, fan_out = 200 * 8 = 1600 (torch's convention)
+  TestTensor<T> up({200, 3, 2, 2, 2});
+  init::kaiming_normal_(up, 0.0, g);
+  const auto us = init_stats(up);
+  CHECK(std::abs(std::sqrt(us.var) / std::sqrt(2.0 / 24) - 1) < 0.05);
+  init::kaiming_normal_(up, 0.0, init::FanMode::fan_out, "relu", g);
+  CHECK(std::abs(std::sqrt(init_stats(up).var) / std::sqrt(2.0 / 1600) - 1) < 0.05);
+}
+
+TEST_CASE_TEMPLATE("constant_, zeros_, ones_, empty tensors and seeded draws", T, float, double) {
+  TestTensor<T> t({2, 3, 4});
+  init::constant_(t, 0.25);
+  for (auto v : t.to_vector()) CHECK(v == T(0.25));
+  init::ones_(t);
+  for (auto v : t.to_vector()) CHECK(v == T(1));
+  init::zeros_(t);
+  for (auto v : t.to_vector()) CHECK(v == T(0));
+  TestTensor<T> empty({0, 3, 2});  // torch: a no-op on zero-element tensors
+  Generator g(1);
+  CHECK_NOTHROW(init::kaiming_uniform_(empty, 0.0, g));
+  CHECK_NOTHROW(init::kaiming_normal_(empty, 0.0, g));
+  CHECK_NOTHROW(init::xavier_uniform_(empty, 1.0, g));
+  CHECK_NOTHROW(init::xavier_normal_(empty, 1.0, g));
+  CHECK_NOTHROW(init::zeros_(empty));
+  TestTensor<T> vec({5});
+  CHECK_THROWS_WITH_AS(init::kaiming_normal_(vec, 0.0, g), doctest::Contains("rank"), value_error);
+  CHECK_THROWS_AS(init::xavier_uniform_(vec, 1.0, g), value_error);
+  CHECK_THROWS_AS(init::kaiming_uniform_(t, 0.0, init::FanMode::fan_in, "softplus", g), value_error);
+  // same seed, same numbers; the two precisions share one stream
+  TestTensor<T> a({6, 5, 3}), b({6, 5, 3});
+  TestTensor<double> d({6, 5, 3});
+  Generator g1(9), g2(9), g3(9);
+  init::kaiming_normal_(a, 0.0, init::FanMode::fan_out, "relu", g1);
+  init::kaiming_normal_(b, 0.0, init::FanMode::fan_out, "relu", g2);
+  init::kaiming_normal_(d, 0.0, init::FanMode::fan_out, "relu", g3);
+  CHECK(a.to_vector() == b.to_vector());
+  const auto va = a.to_vector();
+  const auto vd = d.to_vector();
+  for (std::size_t i = 0; i < va.size(); ++i) CHECK(va[i] == static_cast<T>(vd[i]));
+  manual_seed(4);
+  init::xavier_normal_(a);
+  manual_seed(4);
+  init::xavier_normal_(b);
+  CHECK(a.to_vector() == b.to_vector());
 }

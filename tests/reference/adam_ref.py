@@ -1,5 +1,6 @@
 """torch.optim.Adam (torch 1.13): parameters after each of 5 steps with fixed gradient sequences.
 
+Also torch's optimizer.state_dict() after the last step, flattened (sgd_ref.write_state).
 Same problem layout as sgd_ref.py: param2 is frozen, param3 gets its first grad at step 3 (so its own step
 count, and with it the bias corrections, starts there). Gradient scales fall and rise so that AMSGrad's
 running maximum differs from the current second moment.
@@ -33,5 +34,7 @@ def generate(outdir):
         out[f"{case}/eps"] = full["eps"]
         out[f"{case}/weight_decay"] = full["weight_decay"]
         out[f"{case}/amsgrad"] = int(full["amsgrad"])
-        sgd_ref.write_run(out, case, sgd_ref.run(lambda ps: torch.optim.Adam(ps, **kw), init, grads))
+        after, opt = sgd_ref.run_keep(lambda ps: torch.optim.Adam(ps, **kw), init, grads)
+        sgd_ref.write_run(out, case, after)
+        sgd_ref.write_state(out, case, opt)
     common.write(outdir, "adam", out)

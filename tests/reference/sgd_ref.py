@@ -23,7 +23,8 @@ def problem(seed):
     return init, grads
 
 
-def run(make_opt, init, grads):
+def run_keep(make_opt, init, grads):
+    """Runs STEPS steps; returns the parameters after each step and the optimizer."""
     params = [torch.nn.Parameter(v.clone(), requires_grad=(a != 0)) for v, a in zip(init, ACTIVE_FROM)]
     opt = make_opt(params)
     after = []
@@ -32,7 +33,41 @@ def run(make_opt, init, grads):
             p.grad = grads[t][j].clone() if ACTIVE_FROM[j] != 0 and t + 1 >= ACTIVE_FROM[j] else None
         opt.step()
         after.append([p.detach().clone() for p in params])
-    return after
+    return after, opt
+
+
+def run(make_opt, init, grads):
+    return run_keep(make_opt, init, grads)[0]
+
+
+# The param_groups entries mmnet stores (booleans as 0/1); torch's maximize, foreach, ... are not mirrored.
+GROUP_KEYS = ["lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "amsgrad", "params"]
+
+
+def write_state(out, case, opt):
+    """torch's opt.state_dict() under <case>/torch_state/, flattened to mmnet's names: state.<i>.<name>
+    (step as int64; a None momentum buffer is left out) and param_groups.0.<key>."""
+    sd = opt.state_dict()
+    p = f"{case}/torch_state/"
+    for i, st in sd["state"].items():
+        for k, v in st.items():
+            if v is None:
+                continue
+            out[f"{p}state.{i}.{k}"] = int(v.item()) if k == "step" else v.detach().clone()
+    group = sd["param_groups"][0]
+    for k in GROUP_KEYS:
+        if k not in group:
+            continue
+        v = group[k]
+        if k in ("nesterov", "amsgrad"):
+            v = int(v)
+        elif k == "betas":
+            v = torch.tensor(v)
+        elif k == "params":
+            v = torch.tensor(v, dtype=torch.int64)
+        else:
+            v = float(v)
+        out[f"{p}param_groups.0.{k}"] = v
 
 
 def write_problem(out, init, grads):
@@ -72,5 +107,7 @@ def generate(outdir):
         for k, v in full.items():
             out[f"{case}/{k}"] = float(v)
         out[f"{case}/lr"] = kw["lr"]
-        write_run(out, case, run(lambda ps: torch.optim.SGD(ps, **kw), init, grads))
+        after, opt = run_keep(lambda ps: torch.optim.SGD(ps, **kw), init, grads)
+        write_run(out, case, after)
+        write_state(out, case, opt)
     common.write(outdir, "sgd", out)

@@ -7,6 +7,10 @@
 //   w -= lr g
 //
 //   optim::SGD<double, mmnet::cpu> opt(model.parameters(), optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
+//
+// state_dict(): param_groups.0.{lr, momentum, dampening, nesterov, weight_decay, params} and
+// state.<i>.momentum_buffer for every parameter that has a buffer, as torch's SGD.state_dict() (torch keeps a
+// None buffer without momentum; mmnet writes nothing then); see optimizer.hpp.
 #pragma once
 #include <vector>
 
@@ -90,14 +94,7 @@ class SGD : public Optimizer<T, Backend> {
 
   SGD(std::vector<parameter*> params, const SGDOptions& options)
       : base(std::move(params), options.lr(), "mmnet::optim::SGD"), options_(options) {
-    const auto& o = options_;
-    this->require(o.momentum() >= 0 && std::isfinite(o.momentum()), "momentum", "a finite value >= 0", o.momentum());
-    this->require(std::isfinite(o.dampening()), "dampening", "a finite value", o.dampening());
-    this->require(o.weight_decay() >= 0 && std::isfinite(o.weight_decay()), "weight_decay", "a finite value >= 0",
-                  o.weight_decay());
-    if (o.nesterov() && (o.momentum() <= 0 || o.dampening() != 0))
-      fail<value_error>(this->name(), "nesterov momentum", "momentum > 0 and dampening 0",
-                        "momentum " + std::to_string(o.momentum()) + ", dampening " + std::to_string(o.dampening()));
+    validate(options_);
     buffers_.resize(this->params_.size());
   }
   // All parameters of a module (which must outlive the optimizer).
@@ -125,7 +122,66 @@ class SGD : public Optimizer<T, Backend> {
   // The momentum buffer of parameter i (undefined before its first update or without momentum).
   const Tensor<T, Backend>& momentum_buffer(std::size_t i) const { return buffers_.at(i); }
 
+  // param_groups.0.{lr, momentum, dampening, nesterov, weight_decay, params}, state.<i>.momentum_buffer for
+  // every parameter with a buffer, step_count (see optimizer.hpp).
+  StateDict state_dict() const override {
+    StateDict sd;
+    this->write_common_state(sd);
+    sd.insert("param_groups.0.momentum", detail::scalar_f64(options_.momentum()));
+    sd.insert("param_groups.0.dampening", detail::scalar_f64(options_.dampening()));
+    sd.insert("param_groups.0.nesterov", detail::scalar_i64(options_.nesterov() ? 1 : 0));
+    sd.insert("param_groups.0.weight_decay", detail::scalar_f64(options_.weight_decay()));
+    for (std::size_t i = 0; i < buffers_.size(); ++i)
+      if (buffers_[i].defined()) sd.insert(this->state_prefix(i) + "momentum_buffer", detail::tensor_to_host(buffers_[i]));
+    return sd;
+  }
+  void load_state_dict(const StateDict& sd) override { apply(read(sd)); }
+  void check_state_dict(const StateDict& sd) const override { read(sd); }
+
  private:
+  struct Loaded {
+    typename base::CommonState common;
+    SGDOptions options{0};
+    std::vector<const HostArray*> buffers;
+  };
+  Loaded read(const StateDict& sd) const {
+    detail::StateDictReader r(sd, this->name());
+    Loaded l;
+    l.common = this->read_common_state(r);
+    l.options = SGDOptions(l.common.lr)
+                    .momentum(r.real("param_groups.0.momentum", 0))
+                    .dampening(r.real("param_groups.0.dampening", 0))
+                    .nesterov(r.boolean("param_groups.0.nesterov", false))
+                    .weight_decay(r.real("param_groups.0.weight_decay", 0));
+    try {
+      validate(l.options);
+    } catch (const value_error& e) {
+      r.problem(std::string("hyperparameters: ") + e.what());
+    }
+    l.buffers.assign(this->params_.size(), nullptr);
+    for (std::size_t i = 0; i < this->params_.size(); ++i) {
+      const std::string key = this->state_prefix(i) + "momentum_buffer";
+      if (r.has(key)) l.buffers[i] = r.array(key, this->params_[i]->value.shape());
+    }
+    r.finish();
+    return l;
+  }
+  void apply(const Loaded& l) {
+    this->apply_common_state(l.common);
+    options_ = l.options;
+    for (std::size_t i = 0; i < buffers_.size(); ++i)
+      buffers_[i] = l.buffers[i] ? this->make_state(i, *l.buffers[i]) : Tensor<T, Backend>();
+  }
+  void validate(const SGDOptions& o) const {
+    this->require(o.momentum() >= 0 && std::isfinite(o.momentum()), "momentum", "a finite value >= 0", o.momentum());
+    this->require(std::isfinite(o.dampening()), "dampening", "a finite value", o.dampening());
+    this->require(o.weight_decay() >= 0 && std::isfinite(o.weight_decay()), "weight_decay", "a finite value >= 0",
+                  o.weight_decay());
+    if (o.nesterov() && (o.momentum() <= 0 || o.dampening() != 0))
+      fail<value_error>(this->name(), "nesterov momentum", "momentum > 0 and dampening 0",
+                        "momentum " + std::to_string(o.momentum()) + ", dampening " + std::to_string(o.dampening()));
+  }
+
   SGDOptions options_;
   std::vector<Tensor<T, Backend>> buffers_;
 };
