@@ -40,14 +40,28 @@
 #include "layers/ws_conv3d.hpp"
 
 #include "losses/bce_with_logits.hpp"
+#include "losses/cross_entropy.hpp"
+#include "losses/deep_supervision.hpp"
+#include "losses/dice_ce.hpp"
+#include "losses/distance_weighted_focal.hpp"
+#include "losses/fn_weighted_dice.hpp"
+#include "losses/focal.hpp"
+#include "losses/one_hot.hpp"
 #include "losses/reduction.hpp"
+#include "losses/residual_bce.hpp"
 #include "losses/soft_dice.hpp"
 
+#include "ops/distance_transform.hpp"
+
 #include "optim/adam.hpp"
+#include "optim/adamw.hpp"
+#include "optim/clip_grad.hpp"
+#include "optim/lr_scheduler.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/sgd.hpp"
 
 #include "models/tiny_net.hpp"
 
+#include "io/checkpoint.hpp"
 #include "io/hdf5.hpp"
 #include "io/weights.hpp"
