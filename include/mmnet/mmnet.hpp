@@ -17,6 +17,8 @@
 
 #include "init/init.hpp"
 
+#include "attention/modality_aware.hpp"
+
 #include "layers/activation.hpp"
 #include "layers/avgpool3d.hpp"
 #include "layers/batchnorm3d.hpp"

@@ -27,7 +27,7 @@ struct FusionWithHead : Module<T, Backend> {
   FusionWithHead(index_t m, index_t c, index_t k, MAVariant v)
       : block(MAFusionOptions(m, c).variant(v)), output(nn::Conv3dOptions(c, k, 1).bias(false)) {}
   void members(Members<T, Backend>& m) override {
-    block.members(m);
+    m.splice(block);
     m("output", output);
   }
 };
@@ -132,7 +132,7 @@ struct FusionProbe : Module<double, Backend> {
   index_t m, c;
   FusionProbe(index_t m_, index_t c_, MAVariant v, Generator& g)
       : block(MAFusionOptions(m_, c_).variant(v), g), m(m_), c(c_) {}
-  void members(Members<double, Backend>& mem) override { block.members(mem); }
+  void members(Members<double, Backend>& mem) override { mem.splice(block); }
   TestTensor<double> forward(const TestTensor<double>& x) {
     return block.forward(nn::split_channels(x, std::vector<index_t>(static_cast<std::size_t>(m), c)));
   }
@@ -143,7 +143,7 @@ struct FusionProbe : Module<double, Backend> {
 struct ModuleProbe : Module<double, Backend> {
   MAModule<double, Backend> ma;
   ModuleProbe(index_t c, MAVariant v, Generator& g) : ma(MAModuleOptions(c).variant(v), g) {}
-  void members(Members<double, Backend>& mem) override { ma.members(mem); }
+  void members(Members<double, Backend>& mem) override { mem.splice(ma); }
   TestTensor<double> forward(const TestTensor<double>& x) {
     const auto p = nn::split_channels(x, {x.size(1) / 2, x.size(1) / 2});
     return ma.forward(p[0], p[1]);

@@ -109,3 +109,24 @@ TEST_CASE_TEMPLATE("freeze, zero_grad, train and eval", T, float, double) {
   b.train();
   CHECK(b.conv.is_training());
 }
+
+namespace {
+template <class T, class B>
+struct Spliced : Module<T, B> {
+  Block<T, B> inner;
+  Leaf<T, B> head{1};
+  void members(Members<T, B>& m) override { m.splice(inner)("head", head); }
+};
+}  // namespace
+
+TEST_CASE("splice lists a child's members under the parent's own names and keeps its mode in step") {
+  Spliced<double, Backend> s;
+  std::vector<std::string> names;
+  for (auto& np : s.named_parameters()) names.push_back(np.first);
+  CHECK(names == std::vector<std::string>{"conv.weight", "conv.bias", "heads.1.weight", "heads.2.weight",
+                                          "heads.2.bias", "head.weight", "head.bias"});
+  s.eval();
+  CHECK_FALSE(s.inner.is_training());
+  CHECK_FALSE(s.inner.conv.is_training());
+  s.load_state_dict(s.state_dict());
+}

@@ -17,7 +17,7 @@
 // `fusion`, `modality_aware_modules` and `output` as siblings of its branches, so the network owns the head,
 // and a network keeps the official flat state-dict names by splicing MAFusion's list into its own:
 //   void members(Members<T, B>& m) override {
-//     m("modality_specific_models", branches);  ma.members(m);  m("output", output);
+//     m("modality_specific_models", branches).splice(ma)("output", output);
 //   }
 // giving "fusion.weight", "modality_aware_modules.0.0.weight", ..., "output.weight", as the official code.
 //

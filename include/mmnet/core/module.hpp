@@ -95,6 +95,14 @@ class Members {
     m.members(sub);
     return *this;
   }
+  // Lists m's members as if they were this module's own (no name level added): for a component whose
+  // PyTorch counterpart registers its parameters directly on the parent (e.g. MAML's fusion and MA modules).
+  template <class M, class = std::enable_if_t<std::is_base_of_v<Module<T, Backend>, M>>>
+  Members& splice(M& m) {
+    v_.on_module(prefix_.empty() ? std::string() : prefix_.substr(0, prefix_.size() - 1), m);
+    m.members(*this);
+    return *this;
+  }
   // A list of child modules named name.first, name.(first+1), ... (nn.ModuleList / ModuleDict of ints).
   template <class M>
   Members& operator()(const std::string& name, std::vector<M>& ms, int first_index = 0) {
