@@ -17,6 +17,7 @@
 
 #include "init/init.hpp"
 
+#include "attention/bfc.hpp"
 #include "attention/context_residual.hpp"
 #include "attention/modality_aware.hpp"
 

@@ -111,7 +111,7 @@ struct Parent : Module<double, Backend> {
   nn::Conv3d<double, Backend> dpvision_con3{nn::Conv3dOptions(4, 2, 1)};
   void members(Members<double, Backend>& m) override {
     m("basic_conv3", basic_conv3);
-    bfc.members(m);
+    m.splice(bfc);
     m("dpvision_con3", dpvision_con3);
   }
 };

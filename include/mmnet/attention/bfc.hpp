@@ -24,7 +24,7 @@
 // State-dict names (spec §8.0) for level l, in the official order:
 //   concat{l}.conv.<Bm>   fr_concat{l}.conv.<Bh>   sse_up{l}.conv.{weight,bias}   sse_down{l}.conv.{weight,bias}
 // ("concat{l}" is the official Concatenate module, ".conv" its ConvBlock). The keys are not nested under a BFC
-// name: a model lists a level inline, `bfc1.members(m);`, between its own members, so its state dict equals the
+// name: a model splices a level in, `m.splice(bfc1);`, between its own members, so its state dict equals the
 // official one. Gates that are off (ablations, spec §2.6: a level without BFC, HRB/MRB only) are identically 1,
 // have no conv and no keys.
 #pragma once
