@@ -18,8 +18,11 @@
 #include "init/init.hpp"
 
 #include "attention/bfc.hpp"
+#include "attention/cbam.hpp"
+#include "attention/channel_attention.hpp"
 #include "attention/context_residual.hpp"
 #include "attention/modality_aware.hpp"
+#include "attention/spatial_attention.hpp"
 
 #include "layers/activation.hpp"
 #include "layers/avgpool3d.hpp"
