@@ -7,6 +7,9 @@ if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
 endif()
 enable_language(CUDA)
 set(CMAKE_CUDA_STANDARD 17)
+# nvcc's -O sets the host compiler's level (device code is optimised by ptxas regardless); the test suites are
+# compile-bound, so they use -O1 as the g++ suites do.
+set(CMAKE_CUDA_FLAGS_RELEASE "-O1 -DNDEBUG")
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 
 function(mmnet_cuda_target tgt)
