@@ -54,8 +54,11 @@ void check_grad(const TestTensor<T>& grad, const Fixture& fx, const std::string&
   CHECK_MESSAGE(err <= tol_grad<T>(), what << name << ": should be zero, max " << ours_max << " vs weight gradient " << scale);
 }
 
+// Every parameter and buffer of ours against ref at tol_output<T>(); the entries named by relaxed (if any) at
+// relaxed_tol instead.
 template <class T>
-void check_state(const StateDict& ours, const StateDict& ref, const std::string& what) {
+void check_state(const StateDict& ours, const StateDict& ref, const std::string& what,
+                 bool (*relaxed)(const std::string&) = nullptr, double relaxed_tol = 0) {
   CHECK(ours.keys() == ref.keys());
   for (const auto& entry : ours) {
     const std::string& name = entry.first;  // no structured bindings: doctest's macros capture them in lambdas
@@ -66,9 +69,11 @@ void check_state(const StateDict& ours, const StateDict& ref, const std::string&
       CHECK_MESSAGE(a.data[0] == r.data[0], what << name);
       continue;
     }
+    const bool relax = relaxed && relaxed(name);
+    const double tol = relax ? relaxed_tol : tol_output<T>();
     const double err = relative_error(a.data, r.data);
-    ErrorStats::get().record(std::is_same_v<T, double>, err, what + name);
-    CHECK_MESSAGE(err <= tol_output<T>(), what << name << ": relative error " << err);
+    ErrorStats::get().record(std::is_same_v<T, double>, err, what + name + (relax ? " (held to rtol 1e-9)" : ""));
+    CHECK_MESSAGE(err <= tol, what << name << ": relative error " << err << " > tolerance " << tol);
   }
 }
 
@@ -189,11 +194,14 @@ TEST_CASE_TEMPLATE("MMFNet-tiny: 3 Adam steps and the eval-mode prob match PyTor
   Fixture fx("mmfnet");
   const auto x = fx.tensor<T>("tiny/input");
   const auto g = fx.tensor<T>("tiny/labels");
-  // The literal procedure in double. In float, the gradients of the conv biases that feed a BatchNorm (zero in
-  // exact arithmetic) are float rounding noise of ~1e-9, which Adam's g / (|g| + 1e-8) turns into steps of up
-  // to lr in a random direction; both sides therefore set them to their exact value, zero, before each step
-  // (steps_exact; in double the two trajectories agree to ~1e-12).
-  for (const bool exact : {false, true}) {
+  // The gradients of the conv biases that feed a BatchNorm are zero in exact arithmetic, so both sides hold
+  // rounding noise there, and Adam's m / (sqrt(v) + 1e-8) turns noise g into a step of lr * g / (|g| + 1e-8):
+  // up to lr in float (noise ~1e-9), ~1e-11 in double. steps_exact/ sets those gradients to their exact value,
+  // zero, before each step, on both sides, and is compared in float and double at the usual tolerances.
+  // steps/ is the literal procedure, in double only: its bias-before-BN entries carry the amplified noise
+  // (1.5e-10 relative seen on cuda_omp) and are held to the spec's fp64 rule, rtol 1e-9 (§8 point 6); every
+  // other entry, the running statistics included, to 1e-10.
+  for (const bool exact : {true, false}) {
     if (!exact && !std::is_same_v<T, double>) continue;
     const std::string p = exact ? "tiny/steps_exact/" : "tiny/steps/";
     INFO(p);
@@ -211,7 +219,8 @@ TEST_CASE_TEMPLATE("MMFNet-tiny: 3 Adam steps and the eval-mode prob match PyTor
           if (bias_before_bn(np.first)) np.second->grad.zero_();
       opt.step();
     }
-    check_state<T>(net.state_dict(), fx.group(p + "final"), p + "after 3 Adam steps: ");
+    if (exact) check_state<T>(net.state_dict(), fx.group(p + "final"), p + "after 3 Adam steps: ");
+    else check_state<T>(net.state_dict(), fx.group(p + "final"), p + "after 3 Adam steps: ", bias_before_bn, 1e-9);
     net.eval();
     check_close(net.forward(x), fx.array(p + "eval_prob"), tol_output<T>(), p + "eval-mode prob");
   }
@@ -471,7 +480,7 @@ TEST_CASE("MMFNet at paper size: forward 1x3x16x256x256 in float (spec §8 point
   const auto t0 = std::chrono::steady_clock::now();
   const auto prob = net.forward(x);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  MESSAGE("paper-size forward (" << Backend::name << "): " << s << " s");
+  MESSAGE("paper-size forward (" << std::string(Backend::name) << "): " << s << " s");
   CHECK(prob.shape() == Shape{1, 1, 16, 256, 256});
   CHECK(net.fusions[0].fori().shape() == Shape{1, 24, 16, 256, 256});
   CHECK(net.fusions[3].output().shape() == Shape{1, 64, 2, 32, 32});
