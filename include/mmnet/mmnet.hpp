@@ -68,6 +68,7 @@
 #include "optim/sgd.hpp"
 
 #include "models/tiny_net.hpp"
+#include "mmfnet.hpp"
 
 #include "io/checkpoint.hpp"
 #include "io/hdf5.hpp"
