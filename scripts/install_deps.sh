@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs mmnet's build and test dependencies from Debian, only when something is missing (idempotent).
 set -euo pipefail
-pkgs=(cmake make g++ pkg-config xtensor-dev libxsimd-dev xtl-dev doctest-dev libhdf5-dev libthrust-dev
+pkgs=(cmake make g++ pkg-config xtensor-dev libxsimd-dev xtl-dev doctest-dev libhdf5-dev libthrust-dev libcli11-dev
       python3-torch python3-h5py python3-numpy python3-scipy)
 missing=()
 for p in "${pkgs[@]}"; do

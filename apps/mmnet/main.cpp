@@ -1,0 +1,268 @@
+// apps/mmnet/main.cpp: the `mmnet` command-line front end.
+//
+//   mmnet info    --model mmfnet --config paper|tiny|... [--shape DxHxW]
+//       per-block architecture summary (output shape for a batch-1 input, parameter count), then `params: N`
+//   mmnet forward --model mmfnet --config paper|tiny|... [--weights W.h5] --input X.h5 --output Y.h5
+//                 [--backend cpu|cuda] [--threads K] [--seed S]
+//       eval-mode inference on dataset `input` (N x M x D x H x W) of X.h5; writes the sigmoid probabilities
+//       (N x 1 x D x H x W, float32) as dataset `output` of Y.h5
+//
+// Every failure (missing file or dataset, wrong rank or channel count, weights that do not fit, bad option)
+// is one line on stderr and exit code 2.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <mmnet/io/hdf5.hpp>
+#include <mmnet/core/parallel.hpp>
+#include <mmnet/io/weights.hpp>
+#include <mmnet/mmfnet.hpp>
+
+namespace {
+
+constexpr int exit_error = 2;
+
+// A usage or input problem: reported as one line, exit code 2.
+struct cli_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const std::map<std::string, mmnet::MMFNetOptions (*)()>& mmfnet_presets() {
+  static const std::map<std::string, mmnet::MMFNetOptions (*)()> presets{
+      {"paper", &mmnet::MMFNetOptions::paper},
+      {"tiny", &mmnet::MMFNetOptions::tiny},
+      {"single-modality", &mmnet::MMFNetOptions::single_modality},
+      {"base-mmfnet", &mmnet::MMFNetOptions::base_mmfnet},
+      {"multi-mlp", &mmnet::MMFNetOptions::multi_mlp},
+      {"std-channel-only", &mmnet::MMFNetOptions::std_channel_only},
+      {"std-spatial-only", &mmnet::MMFNetOptions::std_spatial_only},
+      {"two-modality", &mmnet::MMFNetOptions::two_modality},
+      {"merge-baseline", &mmnet::MMFNetOptions::merge_baseline},
+      {"input-level", &mmnet::MMFNetOptions::input_level},
+  };
+  return presets;
+}
+
+std::vector<std::string> preset_names() {
+  std::vector<std::string> n;
+  for (auto& p : mmfnet_presets()) n.push_back(p.first);
+  return n;
+}
+
+mmnet::MMFNetOptions options_for(const std::string& model, const std::string& config) {
+  if (model != "mmfnet") throw cli_error("unknown model '" + model + "' (known: mmfnet)");
+  auto it = mmfnet_presets().find(config);
+  if (it == mmfnet_presets().end()) throw cli_error("unknown mmfnet config '" + config + "'");
+  return it->second();
+}
+
+std::string shape_str(const std::vector<mmnet::index_t>& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? " x " : "") + std::to_string(s[i]);
+  return out;
+}
+
+// "DxHxW" -> {D, H, W}, each a positive integer.
+std::vector<mmnet::index_t> parse_shape(const std::string& text) {
+  std::vector<mmnet::index_t> dims;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t x = text.find_first_of("xX", start);
+    const std::string part = text.substr(start, x == std::string::npos ? std::string::npos : x - start);
+    std::size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (part.empty() || used != part.size() || v < 1) throw cli_error("--shape: expected DxHxW with positive integers, got '" + text + "'");
+    dims.push_back(static_cast<mmnet::index_t>(v));
+    if (x == std::string::npos) break;
+    start = x + 1;
+  }
+  if (dims.size() != 3) throw cli_error("--shape: expected 3 sizes DxHxW, got " + std::to_string(dims.size()) + " in '" + text + "'");
+  return dims;
+}
+
+// ---- info ------------------------------------------------------------------------------------------------
+
+struct Row {
+  std::string block;
+  std::vector<mmnet::index_t> shape;
+  mmnet::index_t params;
+};
+
+// Sum of the parameter sizes whose dotted name starts with prefix + ".".
+template <class Net>
+mmnet::index_t params_under(Net& net, const std::string& prefix) {
+  mmnet::index_t n = 0;
+  for (auto& [name, p] : net.named_parameters())
+    if (name.compare(0, prefix.size() + 1, prefix + ".") == 0) n += p->value.numel();
+  return n;
+}
+
+int run_info(const std::string& model, const std::string& config, const std::string& shape_text) {
+  const mmnet::MMFNetOptions o = options_for(model, config);
+  o.validate();
+  const std::vector<mmnet::index_t> dhw = parse_shape(shape_text);
+  const mmnet::index_t k = o.size_multiple();
+  for (int d = 0; d < 3; ++d)
+    if (dhw[d] % k != 0)
+      throw cli_error(std::string("--shape: size ") + "DHW"[d] + " must be a multiple of " + std::to_string(k) +
+                      " (2^" + std::to_string(o.levels()) + " levels), got " + std::to_string(dhw[d]));
+  // Parameters are counted on the model itself; shapes follow analytically from the architecture (spec §2):
+  // level l runs at size / 2^(l-1), the bottleneck at size / 2^L, every conv is size-preserving.
+  mmnet::MMFNet<float, mmnet::cpu> net(o);
+  auto at_level = [&](mmnet::index_t c, mmnet::index_t level) {
+    const mmnet::index_t f = mmnet::index_t(1) << (level - 1);
+    return std::vector<mmnet::index_t>{1, c, dhw[0] / f, dhw[1] / f, dhw[2] / f};
+  };
+  const mmnet::index_t L = o.levels(), E = o.num_encoders();
+  std::vector<Row> rows;
+  for (mmnet::index_t m = 0; m < E; ++m) {
+    const std::string enc = "encoders." + std::to_string(m);
+    for (mmnet::index_t l = 1; l <= L; ++l)
+      rows.push_back({enc + ".block" + std::to_string(l), at_level(o.channels(l), l),
+                      params_under(net, enc + ".block" + std::to_string(l))});
+    rows.push_back({enc + ".bottleneck", at_level(o.bottleneck_channels(), L + 1), params_under(net, enc + ".bottleneck")});
+  }
+  for (mmnet::index_t l = 1; l <= L; ++l) {
+    if (o.fusion() == mmnet::MMFNetFusion::cbam_rfblock)
+      rows.push_back({"fusions." + std::to_string(l), at_level(o.channels(l), l), params_under(net, "fusions." + std::to_string(l))});
+    else
+      rows.push_back({"merge." + std::to_string(l) + " (concat)", at_level(E * o.channels(l), l), 0});
+  }
+  for (mmnet::index_t l = L; l >= 1; --l)
+    rows.push_back({"decoder." + std::to_string(l), at_level(o.channels(l), l), params_under(net, "decoder." + std::to_string(l))});
+  rows.push_back({"head (+ sigmoid)", at_level(1, 1), params_under(net, "head")});
+
+  std::printf("MMFNet, config %s: %lld modalities, levels", config.c_str(), static_cast<long long>(o.modalities()));
+  for (auto c : o.level_channels()) std::printf(" %lld", static_cast<long long>(c));
+  std::printf(", bottleneck %lld, r %lld, fusion %s%s\n", static_cast<long long>(o.bottleneck_channels()),
+              static_cast<long long>(o.reduction()), mmnet::models::fusion_name(o.fusion()),
+              o.input_level_fusion() ? " (input-level)" : "");
+  std::printf("input: %s\n", shape_str({1, o.modalities(), dhw[0], dhw[1], dhw[2]}).c_str());
+  std::printf("%-32s %-28s %12s\n", "block", "output shape", "params");
+  mmnet::index_t total = 0;
+  for (auto& r : rows) {
+    std::printf("%-32s %-28s %12lld\n", r.block.c_str(), shape_str(r.shape).c_str(), static_cast<long long>(r.params));
+    total += r.params;
+  }
+  if (total != net.num_parameters())  // every parameter belongs to exactly one row
+    throw std::logic_error("per-block parameter counts sum to " + std::to_string(total) + ", the model has " +
+                           std::to_string(net.num_parameters()));
+  std::printf("params: %lld\n", static_cast<long long>(net.num_parameters()));
+  return 0;
+}
+
+// ---- forward ---------------------------------------------------------------------------------------------
+
+struct ForwardArgs {
+  std::string model = "mmfnet", config = "paper", weights, input, output, backend = "cpu";
+  int threads = 0;
+  unsigned long long seed = 0;
+};
+
+template <class Backend>
+mmnet::HostArray infer(const ForwardArgs& a, const mmnet::MMFNetOptions& o, const mmnet::HostArray& x) {
+  mmnet::Generator g(a.seed);
+  mmnet::MMFNet<float, Backend> net(o, g);
+  if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
+  net.eval();
+  std::vector<float> v(x.data.begin(), x.data.end());
+  const auto input = mmnet::Tensor<float, Backend>::from_vector(mmnet::Shape(x.shape), v);
+  const auto prob = net.forward(input);
+  mmnet::HostArray out;
+  out.dtype = mmnet::DType::f32;
+  out.shape = prob.shape().to_vector();
+  const auto p = prob.to_vector();
+  out.data.assign(p.begin(), p.end());
+  return out;
+}
+
+int run_forward(const ForwardArgs& a) {
+  const mmnet::MMFNetOptions o = options_for(a.model, a.config);
+  if (a.backend != "cpu" && a.backend != "cuda") throw cli_error("--backend: expected cpu or cuda, got '" + a.backend + "'");
+#if !MMNET_HAS_CUDA_BACKEND
+  if (a.backend == "cuda")
+    throw cli_error("--backend cuda: this mmnet binary was built without the cuda backend "
+                    "(configure with -DMMNET_CLI_WITH_CUDA_BACKEND=ON)");
+#endif
+  if (a.threads < 0) throw cli_error("--threads: expected a positive count, got " + std::to_string(a.threads));
+  if (a.threads > 0) mmnet::set_num_threads(a.threads);
+
+  const mmnet::StateDict in = mmnet::io::read_all(a.input);
+  const mmnet::HostArray* x = in.find("input");
+  if (!x) throw cli_error(a.input + ": no dataset 'input' (expected N x M x D x H x W float32)");
+  if (x->dtype == mmnet::DType::i64) throw cli_error(a.input + ": dataset 'input' is int64; expected float32");
+  if (x->shape.size() != 5)
+    throw cli_error(a.input + ": dataset 'input' has rank " + std::to_string(x->shape.size()) + " (shape " +
+                    x->shape_str() + "); expected 5: N x M x D x H x W");
+  if (x->shape[1] != o.modalities())
+    throw cli_error(a.input + ": dataset 'input' has " + std::to_string(x->shape[1]) + " channels (shape " +
+                    x->shape_str() + "); mmfnet " + a.config + " expects " + std::to_string(o.modalities()) + " modalities");
+
+  mmnet::HostArray y;
+#if MMNET_HAS_CUDA_BACKEND
+  y = a.backend == "cuda" ? infer<mmnet::cuda>(a, o, *x) : infer<mmnet::cpu>(a, o, *x);
+#else
+  y = infer<mmnet::cpu>(a, o, *x);
+#endif
+  mmnet::StateDict out;
+  out.insert("output", std::move(y));
+  mmnet::io::save_state_dict(a.output, out, "mmfnet-" + a.config + " output");
+  return 0;
+}
+
+// Messages are reported on one line: embedded newlines (state-dict key lists) become "; ".
+std::string one_line(std::string s) {
+  for (std::size_t i = 0; (i = s.find('\n', i)) != std::string::npos;) s.replace(i, 1, "; ");
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mmnet: inspect and run the 3D segmentation networks of the mmnet library"};
+  app.require_subcommand(1);
+
+  std::string info_model = "mmfnet", info_config = "paper", info_shape = "16x256x256";
+  auto* info = app.add_subcommand("info", "Per-block output shapes and parameter counts");
+  info->add_option("--model", info_model, "Model (mmfnet)")->capture_default_str();
+  info->add_option("--config", info_config, "Preset")->capture_default_str()->check(CLI::IsMember(preset_names()));
+  info->add_option("--shape", info_shape, "Input size DxHxW (batch 1; default the paper's patch)")->capture_default_str();
+
+  ForwardArgs fa;
+  auto* fwd = app.add_subcommand("forward", "Eval-mode inference: dataset 'input' of --input -> dataset 'output' of --output");
+  fwd->add_option("--model", fa.model, "Model (mmfnet)")->capture_default_str();
+  fwd->add_option("--config", fa.config, "Preset")->capture_default_str()->check(CLI::IsMember(preset_names()));
+  fwd->add_option("--weights", fa.weights, "State dict (.h5, mmnet::save or tools/torch2h5.py); default: seeded initialisation");
+  fwd->add_option("--input", fa.input, "HDF5 file with dataset 'input', N x M x D x H x W")->required();
+  fwd->add_option("--output", fa.output, "HDF5 file to write (dataset 'output', N x 1 x D x H x W, float32)")->required();
+  fwd->add_option("--backend", fa.backend, "cpu or cuda")->capture_default_str();
+  fwd->add_option("--threads", fa.threads, "Threads (0: OpenMP's default)")->capture_default_str();
+  fwd->add_option("--seed", fa.seed, "Seed of the default initialisation")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "mmnet: %s\n", one_line(e.what()).c_str());
+    return exit_error;
+  }
+  try {
+    if (*info) return run_info(info_model, info_config, info_shape);
+    return run_forward(fa);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mmnet: %s\n", one_line(e.what()).c_str());
+    return exit_error;
+  }
+}
