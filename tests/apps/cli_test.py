@@ -1,8 +1,9 @@
 """Tests of the `mmnet` command-line tool (apps/mmnet): run with /usr/bin/python3 (h5py, numpy).
 
     cli_test.py <path to bin/mmnet> <work dir> [case ...]
+    cli_test.py <path to bin/mmnet> <work dir> weights <path to examples/mmfnet_train_tiny>
 
-Cases: info, forward, errors (default: all). Each failure is printed; the exit status is the number of failures.
+Cases: info, forward, errors (default: all); weights (loads the file the example saves). Each failure is printed; the exit status is the number of failures.
 """
 import os
 import subprocess
@@ -140,9 +141,33 @@ def case_errors():
               f"--backend cuda without the cuda backend: exit 2, one line ({se!r})")
 
 
+def case_weights(example):
+    """--weights: the example's trained tiny model replaces the seeded initialisation entirely."""
+    weights = os.path.join(WORK, "mmfnet_tiny.h5")
+    p = subprocess.run([example, "3", weights], capture_output=True, text=True, timeout=300)
+    check(p.returncode == 0 and os.path.exists(weights), f"example mmfnet_train_tiny saves weights ({p.stderr.strip()})")
+    inp = write_h5("cli_w_in.h5", {"input": tiny_input()})
+    ys = []
+    for seed, w in (("1", weights), ("2", weights), ("1", None)):
+        out = os.path.join(WORK, f"cli_w_out_{seed}_{bool(w)}.h5")
+        rc, so, se = run("forward", "--config", "tiny", "--input", inp, "--output", out, "--seed", seed,
+                         *(["--weights", w] if w else []))
+        check(rc == 0, f"forward --seed {seed} {'--weights' if w else ''}: exit 0 ({se.strip()})")
+        with h5py.File(out, "r") as f:
+            ys.append(f["output"][()])
+    check(np.array_equal(ys[0], ys[1]), "--weights: the seed no longer matters")
+    check(not np.array_equal(ys[0], ys[2]), "--weights: output differs from the seeded initialisation")
+    rc, so, se = run("forward", "--config", "paper", "--input", inp, "--output", os.path.join(WORK, "x.h5"),
+                     "--weights", weights)
+    check(rc == 2 and len(se.strip().splitlines()) == 1, "tiny weights into the paper config: exit 2, one line")
+
+
 cases = {"info": case_info, "forward": case_forward, "errors": case_errors}
 os.makedirs(WORK, exist_ok=True)
-for name in sys.argv[3:] or cases:
-    cases[name]()
+if sys.argv[3:4] == ["weights"]:
+    case_weights(sys.argv[4])
+else:
+    for name in sys.argv[3:] or cases:
+        cases[name]()
 print(f"{len(failures)} failure(s)")
 sys.exit(min(len(failures), 100))
