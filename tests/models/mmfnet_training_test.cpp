@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <string>
 
+#include <unistd.h>
+
 #include <mmnet/io/weights.hpp>
 #include <mmnet/mmfnet.hpp>
 #include <mmnet/models/mmfnet/training.hpp>
@@ -132,4 +134,149 @@ TEST_CASE_TEMPLATE("copy_encoder copies encoders.0.* exactly; frozen encoders ke
     CHECK(n2.encoders[0].is_training());
     for (auto& np : n2.named_parameters()) CHECK(np.second->requires_grad);
   }
+}
+
+namespace {
+template <class T>
+mmfnet::Batch<T, Backend> tiny_batch(int epoch, int it, index_t modalities = 3) {
+  const auto seed = static_cast<std::uint64_t>(1000 + 37 * epoch + it);
+  return {randn<T>({2, modalities, 4, 12, 8}, seed), labels<T>({2, 1, 4, 12, 8}, seed + 500)};
+}
+std::string temp_path(const std::string& name) {
+  return "/tmp/mmnet_mmfnet_training_" + std::to_string(::getpid()) + "_" + Backend::name + "_" + name + ".h5";
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("Trainer: early stopping on the validation loss, best checkpoint and restore", T, float, double) {
+  Generator g(8);
+  Net<T> net(MMFNetOptions::tiny(), g);
+  const std::string path = temp_path(std::is_same_v<T, float> ? "best_f" : "best_d");
+  std::remove(path.c_str());
+  mmfnet::Trainer<T, Backend> trainer(
+      net, mmfnet::TrainerOptions().lr(1e-3).epochs(10).iterations_per_epoch(2).patience(2).best_checkpoint(path));
+  // Scripted validation losses: best at epoch 1, then two epochs without improvement -> stop after epoch 3.
+  const std::vector<double> scripted{5, 4, 4.5, 4.0, 3, 2};
+  std::vector<StateDict> snapshots;
+  std::vector<bool> eval_mode;
+  int reports = 0;
+  auto result = trainer.fit([](int e, int it) { return tiny_batch<T>(e, it); },
+                            [&](Net<T>& m) {
+                              snapshots.push_back(m.state_dict());
+                              eval_mode.push_back(!m.is_training());
+                              return scripted.at(snapshots.size() - 1);
+                            },
+                            [&](const mmfnet::EpochReport& r) {
+                              CHECK(r.epoch == reports);
+                              CHECK(r.best == (r.epoch <= 1));
+                              CHECK(std::isfinite(r.train_loss));
+                              ++reports;
+                            });
+  CHECK(result.epochs_run == 4);
+  CHECK(result.stopped_early);
+  CHECK(result.best_epoch == 1);
+  CHECK(result.best_validation_loss == 4);
+  CHECK(reports == 4);
+  CHECK(eval_mode == std::vector<bool>(4, true));
+  CHECK(net.is_training());
+  CHECK(snapshots[3].at("head.weight").data != snapshots[1].at("head.weight").data);  // it kept training
+  // The model holds the best epoch's weights again, and so does the checkpoint.
+  CHECK(net.state_dict().at("head.weight").data == snapshots[1].at("head.weight").data);
+  Generator g2(99);
+  Net<T> fresh(MMFNetOptions::tiny(), g2);
+  optim::Adam<T, Backend> opt(fresh.parameters(), optim::AdamOptions(0.5));
+  const auto extra = io::load_checkpoint(path, fresh, &opt);
+  CHECK(extra.at("epoch") == 1);
+  CHECK(extra.at("validation_loss") == 4);
+  const StateDict loaded = fresh.state_dict();
+  for (const auto& e : snapshots[1]) CHECK_MESSAGE(loaded.at(e.first).data == e.second.data, e.first);
+  CHECK(opt.lr() == doctest::Approx(1e-3));
+  CHECK(opt.step_count() == 4);  // 2 epochs x 2 iterations at the best epoch
+  std::remove(path.c_str());
+
+  // Without validation: no early stop, every epoch runs.
+  mmfnet::Trainer<T, Backend> plain(net, mmfnet::TrainerOptions().epochs(3).iterations_per_epoch(1).patience(1));
+  auto r2 = plain.fit([](int e, int it) { return tiny_batch<T>(e, it); });
+  CHECK(r2.epochs_run == 3);
+  CHECK_FALSE(r2.stopped_early);
+  CHECK(r2.best_epoch == -1);
+
+  CHECK_THROWS_AS(mmfnet::TrainerOptions().patience(-1).validate(), value_error);
+  CHECK_THROWS_AS(mmfnet::TrainerOptions().iterations_per_epoch(0).validate(), value_error);
+  CHECK_THROWS_AS(mmfnet::TrainerOptions().lr(-1).validate(), value_error);
+  CHECK_THROWS_AS(plain.fit({}), value_error);
+  using Tr = mmfnet::Trainer<T, Backend>;
+  CHECK_THROWS_AS(Tr(net, mmfnet::TrainerOptions().lr(std::nan(""))), value_error);
+}
+
+TEST_CASE_TEMPLATE("Trainer phase switch: frozen warm-up, then a fresh Adam at 1e-4 on all parameters", T, float, double) {
+  Generator g(9);
+  Net<T> net(MMFNetOptions::tiny(), g);
+  mmfnet::Trainer<T, Backend> trainer(
+      net, mmfnet::TrainerOptions().lr(1e-3).epochs(1).iterations_per_epoch(2).freeze_encoders(true).phase("warmup"));
+  const StateDict s0 = net.state_dict();
+  trainer.fit([](int e, int it) { return tiny_batch<T>(e, it); });
+  const StateDict s1 = net.state_dict();
+  const auto named = net.named_parameters();
+  const StateDict warm_opt = trainer.optimizer().state_dict();
+  for (std::size_t i = 0; i < named.size(); ++i) {
+    const std::string& n = named[i].first;
+    const bool enc = starts_with(n, "encoders.");
+    CHECK_MESSAGE(named[i].second->requires_grad == !enc, n);
+    CHECK_MESSAGE(warm_opt.contains("state." + std::to_string(i) + ".exp_avg") == !enc, n);
+    if (enc) CHECK_MESSAGE(s1.at(n).data == s0.at(n).data, n);
+  }
+  CHECK(s1.at("encoders.2.block1.bn1.running_mean").data != s0.at("encoders.2.block1.bn1.running_mean").data);
+
+  trainer.start_phase(mmfnet::TrainerOptions().lr(1e-4).epochs(1).iterations_per_epoch(1).phase("finetune"));
+  CHECK(trainer.optimizer().lr() == 1e-4);
+  CHECK(trainer.optimizer().step_count() == 0);
+  for (const auto& e : trainer.optimizer().state_dict()) CHECK_MESSAGE(!starts_with(e.first, "state."), e.first);
+  for (const auto& np : net.named_parameters()) CHECK_MESSAGE(np.second->requires_grad, np.first);
+  CHECK(trainer.epoch() == 1);
+  trainer.fit([](int e, int it) { return tiny_batch<T>(e, it); });
+  const StateDict s2 = net.state_dict();
+  CHECK(s2.at("encoders.0.block1.conv1.weight").data != s1.at("encoders.0.block1.conv1.weight").data);
+  const StateDict fine_opt = trainer.optimizer().state_dict();
+  CHECK(fine_opt.at("state.0.step").data[0] == 1);  // the encoder's first Adam step: its state started now
+  CHECK(fine_opt.at("param_groups.0.lr").data[0] == 1e-4);
+}
+
+TEST_CASE("self_transfer runs spec §4: pre-training per modality, frozen warm-up at 1e-3, fine-tuning at 1e-4") {
+  using T = double;
+  Generator g(10);
+  Net<T> net(MMFNetOptions::tiny(), g);
+  mmfnet::SelfTransferOptions o;
+  o.pretrain.epochs(2).iterations_per_epoch(1).patience(5);
+  o.main.iterations_per_epoch(1).patience(5);
+  o.warmup_epochs = 1;
+  o.total_epochs = 3;
+  std::vector<mmfnet::Batch<T, Backend>> val{tiny_batch<T>(99, 0), tiny_batch<T>(99, 1)};
+  std::vector<mmfnet::EpochReport> reports;
+  std::vector<bool> frozen_at_report;
+  auto r = mmfnet::self_transfer(net, o, [](int e, int it) { return tiny_batch<T>(e, it); }, val, g,
+                                 [&](const mmfnet::EpochReport& rep) {
+                                   reports.push_back(rep);
+                                   frozen_at_report.push_back(!net.encoders[0].blocks[0].conv1.weight.requires_grad);
+                                 });
+  REQUIRE(reports.size() == 3 * 2 + 3);
+  const std::vector<std::string> phases{"pretrain.0", "pretrain.0", "pretrain.1", "pretrain.1", "pretrain.2",
+                                        "pretrain.2", "warmup",     "finetune",   "finetune"};
+  for (std::size_t i = 0; i < reports.size(); ++i) {
+    CHECK(reports[i].phase == phases[i]);
+    CHECK(reports[i].lr == (i < 8 - 1 ? 1e-3 : 1e-4));
+    CHECK(frozen_at_report[i] == (i == 6));  // only the net's warm-up has its encoders frozen
+    CHECK(reports[i].validation_loss.has_value());
+  }
+  CHECK(reports[6].epoch == 0);
+  CHECK(reports[8].epoch == 2);  // warm-up and fine-tuning are one run
+  CHECK(r.pretrain.size() == 3);
+  CHECK(r.warmup.epochs_run == 1);
+  CHECK(r.finetune.epochs_run == 2);
+  for (const auto& np : net.named_parameters()) CHECK(np.second->requires_grad);
+  // The net ends with the best epoch's weights: its validation loss is the best one reported.
+  net.eval();
+  CHECK(mmfnet::Trainer<T, Backend>::dice_loss(net, val) == r.finetune.best_validation_loss);
+  CHECK_THROWS_AS(mmfnet::self_transfer(net, [&] { auto b = o; b.warmup_epochs = 4; return b; }(),
+                                        [](int e, int it) { return tiny_batch<T>(e, it); }, val, g),
+                  value_error);
 }
