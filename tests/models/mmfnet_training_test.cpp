@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <mmnet/core/parallel.hpp>
 #include <mmnet/io/weights.hpp>
 #include <mmnet/mmfnet.hpp>
 #include <mmnet/models/mmfnet/training.hpp>
@@ -279,4 +280,44 @@ TEST_CASE("self_transfer runs spec §4: pre-training per modality, frozen warm-u
   CHECK_THROWS_AS(mmfnet::self_transfer(net, [&] { auto b = o; b.warmup_epochs = 4; return b; }(),
                                         [](int e, int it) { return tiny_batch<T>(e, it); }, val, g),
                   value_error);
+}
+
+TEST_CASE_TEMPLATE("Resume: 3 steps + checkpoint + 3 steps in fresh objects equals 6 straight steps, bit for bit", T, float,
+                   double) {
+  // One thread, and the library's deterministic kernels make the comparison exact; restored at the end.
+  const int threads = mmnet::get_num_threads();
+  mmnet::set_num_threads(1);
+  const auto step = [](Net<T>& net, optim::Adam<T, Backend>& opt, int i) {
+    const auto b = tiny_batch<T>(0, i);
+    adam_step(net, opt, b.input, b.target);
+  };
+  Generator g(12);
+  Net<T> straight(MMFNetOptions::tiny(), g);
+  Net<T> first(MMFNetOptions::tiny(), g);
+  first.load_state_dict(straight.state_dict());
+  optim::Adam<T, Backend> opt_straight(straight.parameters(), optim::AdamOptions(1e-3));
+  for (int i = 0; i < 6; ++i) step(straight, opt_straight, i);
+
+  optim::Adam<T, Backend> opt_first(first.parameters(), optim::AdamOptions(1e-3));
+  for (int i = 0; i < 3; ++i) step(first, opt_first, i);
+  const std::string path = temp_path(std::is_same_v<T, float> ? "resume_f" : "resume_d");
+  io::save_checkpoint(path, first, &opt_first, nullptr, {{"step", 3}});
+
+  Generator g2(77);  // different initial weights: everything must come from the checkpoint
+  Net<T> resumed(MMFNetOptions::tiny(), g2);
+  optim::Adam<T, Backend> opt_resumed(resumed.parameters(), optim::AdamOptions(0.1));
+  const auto extra = io::load_checkpoint(path, resumed, &opt_resumed);
+  std::remove(path.c_str());
+  CHECK(extra.at("step") == 3);
+  for (int i = 3; i < 6; ++i) step(resumed, opt_resumed, i);
+
+  const StateDict a = straight.state_dict(), b = resumed.state_dict();
+  CHECK(a.keys() == b.keys());
+  for (const auto& e : a) CHECK_MESSAGE(e.second.data == b.at(e.first).data, e.first);
+  const StateDict oa = opt_straight.state_dict(), ob = opt_resumed.state_dict();
+  CHECK(oa.keys() == ob.keys());
+  for (const auto& e : oa) CHECK_MESSAGE(e.second.data == ob.at(e.first).data, e.first);
+  CHECK(a.at("encoders.1.block2.bn2.num_batches_tracked").data[0] == 6);
+  CHECK(oa.at("state.0.step").data[0] == 6);
+  mmnet::set_num_threads(threads);
 }
