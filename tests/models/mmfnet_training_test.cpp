@@ -321,3 +321,16 @@ TEST_CASE_TEMPLATE("Resume: 3 steps + checkpoint + 3 steps in fresh objects equa
   CHECK(oa.at("state.0.step").data[0] == 6);
   mmnet::set_num_threads(threads);
 }
+
+TEST_CASE_TEMPLATE("PyTorch MMFNet weights (tools/torch2h5.py) load strictly and give PyTorch's eval outputs", T, float,
+                   double) {
+  Fixture fx("mmfnet_training");
+  for (const char* name : {"tiny", "paper"}) {
+    CAPTURE(name);
+    const std::string c = name;
+    Net<T> net(c == "tiny" ? MMFNetOptions::tiny() : MMFNetOptions::paper());
+    mmnet::load(net, fixture_dir() + "/mmfnet_torch_" + c + ".h5", /*strict=*/true);
+    net.eval();
+    check_close(net.forward(fx.tensor<T>(c + "/input")), fx.array(c + "/prob"), tol_output<T>(), c + " eval prob");
+  }
+}
