@@ -296,7 +296,7 @@ SelfTransferResult self_transfer(models::MMFNet<T, B>& net, const SelfTransferOp
                                  const std::vector<Batch<T, B>>& validation, Generator& g = default_generator(),
                                  const typename Trainer<T, B>::Progress& progress = {}) {
   const std::string who = "mmnet::mmfnet::self_transfer";
-  const MMFNetOptions& no = net.options();
+  const models::MMFNetOptions& no = net.options();
   if (no.input_level_fusion()) fail<value_error>(who, "network", "one encoder per modality", "input-level fusion");
   if (o.warmup_epochs < 0 || o.warmup_epochs > o.total_epochs)
     fail<value_error>(who, "warmup_epochs", "0..total_epochs (" + std::to_string(o.total_epochs) + ")", o.warmup_epochs);
@@ -308,8 +308,8 @@ SelfTransferResult self_transfer(models::MMFNet<T, B>& net, const SelfTransferOp
     const auto channel = [&ones, m](const Batch<T, B>& b) {
       return Batch<T, B>{nn::split_channels(b.input, ones)[static_cast<std::size_t>(m)], b.target};
     };
-    MMFNetOptions so = no;
-    so.modalities(1).fusion(MMFNetFusion::merge);
+    models::MMFNetOptions so = no;
+    so.modalities(1).fusion(models::MMFNetFusion::merge);
     models::MMFNet<T, B> single(so, g);
     TrainerOptions po = o.pretrain;
     po.phase("pretrain." + std::to_string(m));
