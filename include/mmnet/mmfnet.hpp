@@ -20,6 +20,7 @@
 #include "models/mmfnet/fusion_block.hpp"
 #include "models/mmfnet/mmfnet.hpp"
 #include "models/mmfnet/options.hpp"
+#include "models/mmfnet/training.hpp"
 #include "optim/adam.hpp"
 
 namespace mmnet {
