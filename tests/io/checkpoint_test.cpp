@@ -2,7 +2,8 @@
 // checkpoint, fresh objects (other init, other hyperparameters) loaded from it, and 3 more steps -- parameters,
 // BN statistics, optimizer and scheduler state BIT-identical -- for SGD + PolyLR, Adam (AMSGrad) +
 // CosineAnnealingLR and AdamW + ReduceLROnPlateau, with gradient clipping. Also: the file layout, extras,
-// all-or-nothing loading, bad files, and an atomic save.
+// all-or-nothing loading, bad files, an atomic save, checksums (a changed byte never loads wrong values) and
+// files from the earlier writer.
 #include <mmnet/io/checkpoint.hpp>
 #include <mmnet/losses/bce_with_logits.hpp>
 #include <mmnet/models/tiny_net.hpp>
@@ -14,12 +15,15 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "../support/mmnet_test.hpp"
@@ -245,5 +249,261 @@ TEST_CASE("load_checkpoint is all or nothing, and bad files are reported") {
   CHECK(io::read_checkpoint(path).extra.at("epoch") == 7);
   std::remove(path.c_str());
   std::remove(weights.c_str());
+  std::remove(text.c_str());
+}
+
+namespace {
+
+bool ckpt_same_bits(const StateDict& a, const StateDict& b) {
+  if (a.keys() != b.keys()) return false;
+  for (const auto& entry : a) {
+    const HostArray& o = b.at(entry.first);
+    if (entry.second.dtype != o.dtype || entry.second.shape != o.shape || entry.second.data.size() != o.data.size())
+      return false;
+    if (!entry.second.data.empty() &&
+        std::memcmp(entry.second.data.data(), o.data.data(), o.data.size() * sizeof(double)) != 0)
+      return false;
+  }
+  return true;
+}
+
+bool ckpt_same(const io::Checkpoint& a, const io::Checkpoint& b) {
+  return ckpt_same_bits(a.model, b.model) && ckpt_same_bits(a.optimizer, b.optimizer) &&
+         ckpt_same_bits(a.scheduler, b.scheduler) && a.extra == b.extra && a.model_name == b.model_name;
+}
+
+std::string ckpt_read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+void ckpt_write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A trained tiny net with Adam and StepLR, saved as a checkpoint at path.
+void ckpt_save_trained(const std::string& path, Run<float>& r) {
+  r.opt = std::make_unique<optim::Adam<float, Backend>>(r.net.parameters(), optim::AdamOptions(1e-3));
+  r.sched = std::make_unique<optim::StepLR>(*r.opt, optim::StepLROptions(2));
+  const auto x = randn<float>({1, 2, 3, 4, 5}, 3);
+  const auto y = TestTensor<float>::full({1, 1, 3, 4, 5}, 1.f);
+  ckpt_train_step(r, x, y);
+  io::save_checkpoint(path, r.net, r.opt.get(), r.sched.get(), {{"epoch", 1}, {"best_dice", 0.75}}, "tiny");
+}
+
+}  // namespace
+
+TEST_CASE("a checkpoint is an io/hdf5.hpp grouped file: root attributes, checksummed chunks") {
+  Run<float> r(6);
+  const std::string path = ckpt_path("grouped");
+  ckpt_save_trained(path, r);
+  const auto attrs = io::read_attributes(path);
+  CHECK(attrs.size() == 4);
+  CHECK(attrs.at("mmnet_checkpoint_version") == std::to_string(io::checkpoint_format_version));
+  CHECK(attrs.at("mmnet_format_version") == std::to_string(io::hdf5_format_version));
+  CHECK(attrs.at("mmnet_library_version") == MMNET_VERSION_STRING);
+  CHECK(attrs.at("model_name") == "tiny");
+  // every part in state-dict order
+  std::vector<std::string> expected;
+  for (const auto& k : r.net.state_dict().keys()) expected.push_back("model/" + k);
+  for (const auto& k : r.opt->state_dict().keys()) expected.push_back("optimizer/" + k);
+  for (const auto& k : r.sched->state_dict().keys()) expected.push_back("scheduler/" + k);
+  expected.push_back("extra/best_dice");
+  expected.push_back("extra/epoch");
+  CHECK(io::list_datasets(path) == expected);
+  // the weights are stored as in a weight file: chunked, Fletcher-32
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  REQUIRE(f >= 0);
+  hid_t d = H5Dopen2(f, "model/conv1.weight", H5P_DEFAULT);
+  REQUIRE(d >= 0);
+  hid_t p = H5Dget_create_plist(d);
+  CHECK(H5Pget_layout(p) == H5D_CHUNKED);
+  unsigned flags = 0;
+  size_t n = 0;
+  CHECK(H5Pget_filter2(p, 0, &flags, &n, nullptr, 0, nullptr, nullptr) == H5Z_FILTER_FLETCHER32);
+  H5Pclose(p);
+  H5Dclose(d);
+  H5Fclose(f);
+  // the same state gives the same bytes
+  const std::string path2 = ckpt_path("grouped_again");
+  io::save_checkpoint(path2, r.net, r.opt.get(), r.sched.get(), {{"epoch", 1}, {"best_dice", 0.75}}, "tiny");
+  CHECK(ckpt_read_bytes(path) == ckpt_read_bytes(path2));
+  std::remove(path.c_str());
+  std::remove(path2.c_str());
+}
+
+// A flipped byte in the weights raises io_error instead of loading a wrong value; and every changed byte of a
+// checkpoint is detected or harmless. MMNET_IO_FLIP_STRIDE=n tests every n-th byte (default 1: all of them).
+TEST_CASE("a checkpoint is checksummed: a changed byte raises io_error, never wrong values") {
+  Run<float> r(7);
+  const std::string path = ckpt_path("checksummed");
+  ckpt_save_trained(path, r);
+  const io::Checkpoint original = io::read_checkpoint(path);
+  const std::string bytes = ckpt_read_bytes(path);
+  const std::string bad = ckpt_path("checksummed_bad");
+
+  // one bit of a float32 weight in the data: a Fletcher-32 mismatch
+  const float w = r.net.conv1.weight.value.to_vector()[1];
+  char wb[4];
+  std::memcpy(wb, &w, 4);
+  const auto at = bytes.find(std::string(wb, 4));
+  REQUIRE(at != std::string::npos);
+  std::string flipped = bytes;
+  flipped[at] = static_cast<char>(flipped[at] ^ 1);
+  ckpt_write_bytes(bad, flipped);
+  Run<float> target(8);
+  const StateDict before = target.net.state_dict();
+  CHECK_THROWS_WITH_AS(io::read_checkpoint(bad), doctest::Contains("checksum"), io_error);
+  CHECK_THROWS_WITH_AS(io::load_checkpoint(bad, target.net), doctest::Contains(bad.c_str()), io_error);
+  ckpt_identical(target.net.state_dict(), before, "model after a failed load");
+
+  std::size_t stride = 1;
+  if (const char* s = std::getenv("MMNET_IO_FLIP_STRIDE")) stride = std::max(1, std::atoi(s));
+  std::size_t detected = 0, harmless = 0, wrong = 0;
+  ckpt_write_bytes(bad, bytes);
+  const int fd = ::open(bad.c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  for (std::size_t i = 0; i < bytes.size(); i += stride) {
+    const auto mask = static_cast<unsigned char>(i % 2 ? 0xFF : 1u << (i / 2 % 8));
+    const char changed = static_cast<char>(static_cast<unsigned char>(bytes[i]) ^ mask);
+    if (::pwrite(fd, &changed, 1, static_cast<off_t>(i)) != 1) FAIL("cannot write " << bad);
+    try {
+      if (ckpt_same(io::read_checkpoint(bad), original)) {
+        ++harmless;
+      } else {
+        ++wrong;
+        if (wrong <= 5) MESSAGE("byte " << i << " ^ " << int(mask) << " gave a different checkpoint, undetected");
+      }
+    } catch (const io_error& e) {
+      ++detected;
+      if (std::string(e.what()).find(bad) == std::string::npos) FAIL_CHECK("message without the file name: " << e.what());
+    } catch (const std::exception& e) {
+      FAIL_CHECK("byte " << i << ": wrong exception type: " << e.what());
+    }
+    if (::pwrite(fd, &bytes[i], 1, static_cast<off_t>(i)) != 1) FAIL("cannot write " << bad);
+  }
+  ::close(fd);
+  MESSAGE(path << ": " << bytes.size() << " bytes; changed bytes detected " << detected << ", harmless " << harmless);
+  CHECK(wrong == 0);
+  CHECK(detected > 0);
+  CHECK(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0);  // every failed read closed its file
+  std::remove(path.c_str());
+  std::remove(bad.c_str());
+}
+
+TEST_CASE("invalid names in any part are refused before a file is written") {
+  const std::string path = ckpt_path("bad_names");
+  for (const std::string part : {"model", "optimizer", "scheduler"}) {
+    for (const std::string name : {"", ".", "a/b", "/"}) {
+      io::Checkpoint c;
+      c.model.insert("w", HostArray{DType::f64, {1}, {1.0}});
+      StateDict& sd = part == "model" ? c.model : part == "optimizer" ? c.optimizer : c.scheduler;
+      sd.insert(name, HostArray{DType::f64, {1}, {1.0}});
+      CHECK_THROWS_WITH_AS(io::write_checkpoint(path, c), doctest::Contains(("'" + part + "/" + name + "'").c_str()),
+                           io_error);
+      CHECK_FALSE(ckpt_file_exists(path));
+    }
+  }
+  io::Checkpoint c;
+  c.extra["a/b"] = 1;
+  CHECK_THROWS_WITH_AS(io::write_checkpoint(path, c), doctest::Contains("no '/'"), io_error);
+  c.extra.clear();
+  c.model.insert("w", HostArray{DType::f64, {2, 2}, {1.0}});
+  CHECK_THROWS_WITH_AS(io::write_checkpoint(path, c), doctest::Contains("'model/w' holds 1 values for shape (2, 2)"),
+                       io_error);
+  CHECK_FALSE(ckpt_file_exists(path));
+}
+
+// Checkpoints from before checkpoints were written through io/hdf5.hpp (the superseded writer: contiguous
+// datasets without checksums, ASCII strings without a terminator) still load.
+TEST_CASE("checkpoints from the earlier writer still load") {
+  const std::string path = ckpt_path("earlier");
+  {
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+    hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    auto attr = [f](const char* key, const std::string& value) {
+      hid_t t = H5Tcopy(H5T_C_S1);
+      H5Tset_size(t, value.empty() ? 1 : value.size());
+      H5Tset_strpad(t, H5T_STR_NULLTERM);
+      hid_t s = H5Screate(H5S_SCALAR);
+      hid_t a = H5Acreate2(f, key, t, s, H5P_DEFAULT, H5P_DEFAULT);
+      H5Awrite(a, t, value.empty() ? "" : value.c_str());
+      H5Aclose(a);
+      H5Sclose(s);
+      H5Tclose(t);
+    };
+    attr("mmnet_format_version", "1");
+    attr("mmnet_library_version", MMNET_VERSION_STRING);
+    attr("mmnet_checkpoint_version", "1");
+    attr("model_name", "old");
+    auto dataset = [f](const char* group, const char* name, hid_t type, const std::vector<hsize_t>& dims,
+                       hid_t mem, const void* data) {
+      hid_t g = H5Lexists(f, group, H5P_DEFAULT) > 0 ? H5Gopen2(f, group, H5P_DEFAULT) : -1;
+      if (g < 0) {
+        hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+        H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+        g = H5Gcreate2(f, group, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        H5Pclose(gcpl);
+      }
+      hid_t s = dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(int(dims.size()), dims.data(), nullptr);
+      hid_t d = H5Dcreate2(g, name, type, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      H5Dwrite(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+      H5Dclose(d);
+      H5Sclose(s);
+      H5Gclose(g);
+    };
+    const double w[3] = {0.5, -1.25, 3};
+    const long long step = 4;
+    const double epoch = 9;
+    dataset("model", "w", H5T_IEEE_F32LE, {3}, H5T_NATIVE_DOUBLE, w);
+    dataset("model", "n", H5T_STD_I64LE, {}, H5T_NATIVE_LLONG, &step);
+    dataset("extra", "epoch", H5T_IEEE_F64LE, {}, H5T_NATIVE_DOUBLE, &epoch);
+    H5Fclose(f);
+    H5Pclose(fcpl);
+  }
+  const io::Checkpoint c = io::read_checkpoint(path);
+  CHECK(c.model_name == "old");
+  CHECK(c.model.keys() == std::vector<std::string>{"w", "n"});
+  CHECK(c.model.at("w").dtype == DType::f32);
+  CHECK(c.model.at("w").data == std::vector<double>{0.5, -1.25, 3});
+  CHECK(c.model.at("n").dtype == DType::i64);
+  CHECK(c.model.at("n").data == std::vector<double>{4});
+  CHECK(c.optimizer.empty());
+  CHECK(c.extra == std::map<std::string, double>{{"epoch", 9}});
+  std::remove(path.c_str());
+}
+
+TEST_CASE("checkpoint calls keep HDF5's error printing off and the caller's handler") {
+  struct Count {
+    static herr_t handler(hid_t, void* data) {
+      ++*static_cast<int*>(data);
+      return 0;
+    }
+  };
+  int calls = 0;
+  H5E_auto2_t old_func = nullptr;
+  void* old_data = nullptr;
+  H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+  H5Eset_auto2(H5E_DEFAULT, &Count::handler, &calls);
+  Run<float> r(9);
+  const std::string path = ckpt_path("quiet");
+  io::save_checkpoint(path, r.net);
+  CHECK(io::read_checkpoint(path).model.size() == r.net.state_dict().size());
+  const std::string text = ckpt_path("quiet_text");
+  std::ofstream(text) << "not hdf5";
+  CHECK_THROWS_AS(io::read_checkpoint(text), io_error);
+  CHECK_THROWS_AS(io::save_checkpoint("/nonexistent_mmnet_dir/ckpt.h5", r.net), io_error);
+  H5E_auto2_t func = nullptr;
+  void* data = nullptr;
+  H5Eget_auto2(H5E_DEFAULT, &func, &data);
+  H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+  const bool kept = func == &Count::handler;
+  CHECK(kept);
+  CHECK(data == &calls);
+  CHECK(calls == 0);
+  std::remove(path.c_str());
   std::remove(text.c_str());
 }

@@ -693,4 +693,145 @@ TEST_CASE("io: HDF5's error printing stays off and the caller's handler is kept"
   CHECK(calls == 0);
 }
 
+
+// ---- grouped files (names with '/', as io/checkpoint.hpp writes them) ----------------------------------------
+
+TEST_CASE("io: grouped files: nested names round trip in state-dict order, with extra attributes") {
+  const std::string dir = scratch("grouped");
+  const std::string path = dir + "/g.h5";
+  StateDict sd;
+  sd.insert("model/conv.weight", arr(DType::f32, {2, 3, 1}, {1, -2, 3.5, 0.25, -0.0, 7}));
+  sd.insert("model/bn.num_batches_tracked", arr(DType::i64, {}, {42}));
+  sd.insert("model/deep/er/x", arr(DType::f64, {3}, {0.1, -1e300, 2}));
+  sd.insert("top", arr(DType::f64, {}, {-2.5}));
+  // More than 8 links in one group: dense (indexed) link storage; names listed out of name order.
+  for (int i = 11; i >= 0; --i)
+    sd.insert("optimizer/state." + std::to_string(i) + ".step", arr(DType::i64, {}, {double(i)}));
+  sd.insert("optimizer/empty", arr(DType::f32, {0, 2}, {}));
+  sd.insert("z/a", arr(DType::f64, {2}, {3, 4}));
+
+  io::save_state_dict(path, sd, {{"kind", "grouped"}});  // one pair: the map overload, not a std::string
+  CHECK(io::list_datasets(path) == sd.keys());
+  const StateDict back = io::read_all(path);
+  REQUIRE(back.keys() == sd.keys());
+  for (const auto& entry : sd) {  // no structured bindings: doctest's macros capture in lambdas
+    INFO(entry.first);
+    CHECK(same_bits(back.at(entry.first), entry.second));
+  }
+  CHECK(same_entries(io::load_state_dict(path), sd));
+  const auto attrs = io::read_attributes(path);
+  CHECK(attrs.size() == 4);
+  CHECK(attrs.at("kind") == "grouped");
+  CHECK(attrs.at("model_name").empty());  // always present
+  CHECK(attrs.at("mmnet_format_version") == "1");
+  CHECK(attrs.at("mmnet_library_version") == MMNET_VERSION_STRING);
+  CHECK(files_in(dir) == std::vector<std::string>{"g.h5"});
+
+  // Groups track and index creation order as the root does; data is chunked with Fletcher-32 as in weight files.
+  {
+    hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    for (const char* g : {"model", "model/deep", "model/deep/er", "optimizer", "z"}) {
+      INFO(g);
+      hid_t gid = H5Gopen2(f, g, H5P_DEFAULT);
+      REQUIRE(gid >= 0);
+      hid_t gcpl = H5Gget_create_plist(gid);
+      unsigned flags = 0;
+      CHECK(H5Pget_link_creation_order(gcpl, &flags) >= 0);
+      CHECK(flags == (H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED));
+      H5Pclose(gcpl);
+      H5Gclose(gid);
+    }
+    hid_t d = H5Dopen2(f, "model/conv.weight", H5P_DEFAULT);
+    hid_t p = H5Dget_create_plist(d);
+    CHECK(H5Pget_layout(p) == H5D_CHUNKED);
+    unsigned flags = 0;
+    size_t n = 0;
+    CHECK(H5Pget_nfilters(p) == 1);
+    CHECK(H5Pget_filter2(p, 0, &flags, &n, nullptr, 0, nullptr, nullptr) == H5Z_FILTER_FLETCHER32);
+    H5Pclose(p);
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+
+  // Attributes, model_name among them; same content, same bytes.
+  io::save_state_dict(dir + "/a.h5", sd, {{"model_name", "Ünet"}, {"epoch", "3"}});
+  io::save_state_dict(dir + "/b.h5", sd, {{"model_name", "Ünet"}, {"epoch", "3"}});
+  CHECK(read_bytes(dir + "/a.h5") == read_bytes(dir + "/b.h5"));
+  const auto attrs2 = io::read_attributes(dir + "/a.h5");
+  CHECK(attrs2.size() == 4);
+  CHECK(attrs2.at("model_name") == "Ünet");
+  CHECK(attrs2.at("epoch") == "3");
+
+  // A flat state dict written as a grouped file is a plain weight file plus the extra attributes.
+  IoNet<float, Backend> net;
+  randomize(net, 8);
+  io::save_state_dict(dir + "/flat.h5", net.state_dict(), {{"model_name", "io_net"}});
+  IoNet<float, Backend> again;
+  mmnet::load(again, dir + "/flat.h5");
+  CHECK(same_entries(again.state_dict(), net.state_dict()));
+
+  // Entries of one group that are not contiguous in the state dict come back grouped by first appearance.
+  StateDict mixed;
+  mixed.insert("a/x", arr(DType::f64, {1}, {1}));
+  mixed.insert("b", arr(DType::f64, {1}, {2}));
+  mixed.insert("a/y", arr(DType::f64, {1}, {3}));
+  io::save_state_dict(path, mixed, std::map<std::string, std::string>{});
+  CHECK(io::list_datasets(path) == std::vector<std::string>{"a/x", "a/y", "b"});
+  CHECK(same_entries(io::read_all(path), mixed));
+}
+
+TEST_CASE("io: grouped files: invalid names and attributes are refused before any file is touched") {
+  const std::string dir = scratch("grouped_bad");
+  const std::string path = dir + "/g.h5";
+  StateDict good;
+  good.insert("m/w", arr(DType::f32, {2}, {1, 2}));
+  io::save_state_dict(path, good, {{"model_name", "good"}});
+  const std::string good_bytes = read_bytes(path);
+  auto still_good = [&] {
+    CHECK(read_bytes(path) == good_bytes);
+    CHECK(files_in(dir) == std::vector<std::string>{"g.h5"});
+  };
+
+  for (const std::string name : {"", ".", "/a", "a/", "a//b", "./a", "a/./b", "a/.", "/"}) {
+    StateDict bad = good;
+    bad.insert(name, arr(DType::f32, {1}, {1}));
+    expect_error([&] { io::save_state_dict(path, bad, {{"model_name", "bad"}}); },
+                 {path, "entry '" + name + "'", "not a valid dataset name"}, "name '" + name + "'");
+    still_good();
+  }
+  {  // a name that is both a dataset and a group, either way round
+    StateDict bad = good;
+    bad.insert("m", arr(DType::f32, {1}, {1}));
+    expect_error([&] { io::save_state_dict(path, bad, {{"model_name", "bad"}}); },
+                 {path, "entry 'm' is also the group of entry 'm/w'"}, "dataset then group");
+    StateDict bad2;
+    bad2.insert("a/b/c", arr(DType::f32, {1}, {1}));
+    bad2.insert("a/b", arr(DType::f32, {1}, {1}));
+    expect_error([&] { io::save_state_dict(path, bad2, {{"model_name", "bad"}}); },
+                 {path, "entry 'a/b' is also the group of entry 'a/b/c'"}, "group then dataset");
+    still_good();
+  }
+  {  // the other checks apply to nested entries as to flat ones
+    StateDict bad = good;
+    bad.insert("m/n/count", arr(DType::i64, {}, {2.5}));
+    expect_error([&] { io::save_state_dict(path, bad, {{"model_name", "bad"}}); },
+                 {path, "'m/n/count' is int64 but holds the non-integer value"}, "int64");
+    bad.insert("m/n/count", arr(DType::f64, {2, 3}, {1}));
+    expect_error([&] { io::save_state_dict(path, bad, {{"model_name", "bad"}}); },
+                 {path, "'m/n/count' holds 1 values for shape (2, 3) (6 expected)"}, "size");
+    still_good();
+  }
+  for (const std::string key : {"mmnet_format_version", "mmnet_library_version"}) {
+    expect_error([&] { io::save_state_dict(path, good, {{key, "9"}}); }, {path, key, "written by mmnet itself"}, key);
+    still_good();
+  }
+  expect_error([&] { io::save_state_dict(path, good, {{"", "x"}}); }, {path, "attribute name is empty"}, "empty key");
+  still_good();
+  CHECK_THROWS_WITH_AS(io::save_state_dict("", good, {{"model_name", "x"}}), doctest::Contains("empty file name"), io_error);
+  // The weight-file writer stays flat.
+  expect_error([&] { io::save_state_dict(path, good, "flat"); }, {path, "'m/w'", "not a valid dataset name"}, "flat");
+  still_good();
+}
+
 }  // namespace hdf5_test

@@ -6,6 +6,11 @@
 // mmnet_format_version, mmnet_library_version, model_name. tools/torch2h5.py and tools/h52torch.py convert
 // to and from PyTorch .pt files and write the same layout.
 //
+// Grouped files (save_state_dict with an attribute map; io/checkpoint.hpp uses them): a name may contain '/',
+// "model/conv1.weight" being dataset conv1.weight in group model. Groups track link creation order too, so
+// read_all gives the entries back in state-dict order as long as each group's entries are contiguous there
+// (otherwise grouped by first appearance). Weight files stay flat: tools/h52torch.py refuses groups.
+//
 // Integrity: files are written in the HDF5 1.10 object format, whose metadata (superblock, object headers,
 // link indexes, chunk indexes) carries checksums, and every non-empty array is stored in chunks with the
 // Fletcher-32 filter (0-d and empty arrays are compact, i.e. inside the checksummed object header). A flipped
@@ -31,8 +36,10 @@
 #include <limits>
 #include <map>
 #include <new>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -410,12 +417,30 @@ inline std::vector<hsize_t> chunk_dims(const std::vector<hsize_t>& dims, std::si
   return c;
 }
 
+// A flat name is one non-empty link name other than '.' (HDF5's name for the group itself). A grouped name is
+// such names joined by '/': no leading, trailing or doubled '/', no '.' component.
+inline bool valid_name(const std::string& name, bool grouped) {
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = name.find('/', start);
+    if (slash != std::string::npos && !grouped) return false;
+    const std::string part = name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (part.empty() || part == ".") return false;
+    if (slash == std::string::npos) return true;
+    start = slash + 1;
+  }
+}
+
 // Everything that makes a state dict unwritable is found before any file is touched.
-inline void validate_for_writing(const std::string& path, const StateDict& sd) {
+inline void validate_for_writing(const std::string& path, const StateDict& sd, bool grouped) {
+  std::map<std::string, std::string> group_user;  // each group of a grouped name -> the first entry inside it
   for (auto& [name, a] : sd) {
     const std::string what = "entry " + quote_name(name);
-    if (name.empty() || name == "." || name.find('/') != std::string::npos)
-      fail_file(path, what + ": not a valid dataset name (empty, '.' or containing '/')");
+    if (!valid_name(name, grouped))
+      fail_file(path, what + (grouped ? ": not a valid dataset name (empty, or an empty or '.' part between '/')"
+                                      : ": not a valid dataset name (empty, '.' or containing '/')"));
+    for (auto slash = name.find('/'); slash != std::string::npos; slash = name.find('/', slash + 1))
+      group_user.emplace(name.substr(0, slash), name);
     index_t n = 1;
     for (auto d : a.shape) {
       if (d < 0 || (d != 0 && n > INT64_MAX / d)) fail_file(path, what + ": invalid shape " + a.shape_str());
@@ -428,6 +453,13 @@ inline void validate_for_writing(const std::string& path, const StateDict& sd) {
       for (double v : a.data)
         if (!(v == std::floor(v) && v >= -0x1p63 && v < 0x1p63))
           fail_file(path, what + " is int64 but holds the non-integer value " + std::to_string(v));
+  }
+  // "a" and "a/b" cannot both exist: a link is either a dataset or a group.
+  for (auto& [name, a] : sd) {
+    auto it = group_user.find(name);
+    if (it != group_user.end())
+      fail_file(path, "entry " + quote_name(name) + " is also the group of entry " + quote_name(it->second) +
+                          " (a name cannot be both a dataset and a group)");
   }
 }
 
@@ -502,7 +534,10 @@ inline herr_t image_udata_free(void*) { return 0; }
 // HDF5 itself never writes to disk. When a write inside HDF5 fails (disk full), H5Fclose fails too, the file
 // stays open inside the library, and HDF5 1.10 crashes at program exit trying to close it again; our own
 // write_image below just reports the error.
-inline std::vector<char> build_image(const std::string& path, const StateDict& sd, const std::string& model_name) {
+//
+// attributes: the root string attributes, in order; the groups of grouped names are created on the way.
+inline std::vector<char> build_image(const std::string& path, const StateDict& sd,
+                                     const std::vector<std::pair<std::string, std::string>>& attributes) {
   H5Id fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
   // Creation order tracked and indexed, as h5py's track_order=True: datasets list in state-dict order.
   // No timestamps on the root group either: the same weights give the same bytes.
@@ -523,10 +558,22 @@ inline std::vector<char> build_image(const std::string& path, const StateDict& s
     const std::string name = "mmnet-in-memory-" + std::to_string(::getpid()) + "-" + std::to_string(serial++) + ".h5";
     H5Id f(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), H5Fclose);
     if (!f.valid()) fail_file(path, "cannot create the in-memory HDF5 file" + hdf5_reason());
-    write_string_attr(f.get(), path, "mmnet_format_version", std::to_string(hdf5_format_version));
-    write_string_attr(f.get(), path, "mmnet_library_version", MMNET_VERSION_STRING);
-    write_string_attr(f.get(), path, "model_name", model_name);
-    for (auto& [key, a] : sd) write_dataset(f.get(), path, key, a);
+    for (auto& [key, value] : attributes) write_string_attr(f.get(), path, key.c_str(), value);
+    // Groups like the root: creation order tracked and indexed, no timestamps.
+    H5Id gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+    if (!gcpl.valid() || H5Pset_link_creation_order(gcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0 ||
+        H5Pset_obj_track_times(gcpl.get(), false) < 0)
+      fail_file(path, "cannot set up the group creation properties" + hdf5_reason());
+    std::set<std::string> groups;
+    for (auto& [key, a] : sd) {
+      for (auto slash = key.find('/'); slash != std::string::npos; slash = key.find('/', slash + 1)) {
+        const std::string group = key.substr(0, slash);
+        if (!groups.insert(group).second) continue;
+        H5Id g(H5Gcreate2(f.get(), group.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
+        if (!g.valid()) fail_file(path, "cannot create group " + quote_name(group) + hdf5_reason());
+      }
+      write_dataset(f.get(), path, key, a);
+    }
     if (!f.reset()) fail_file(path, "cannot close the in-memory HDF5 file" + hdf5_reason());
   }
   fapl.reset();
@@ -574,6 +621,44 @@ inline std::string directory_of(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+// Every dataset of an open file, nested ones as "group/name", in file order.
+inline StateDict read_entries(hid_t file, const std::string& path) {
+  StateDict sd;
+  for (auto& n : list_datasets(file, path)) sd.insert(n, read_dataset(file, path, n));
+  return sd;
+}
+
+// Validates, builds the file in memory and writes it atomically: a temporary file in the same directory,
+// fsynced, then renamed over path. On any failure the destination is untouched and the temporary file removed.
+inline void save_file(const std::string& path, const StateDict& sd, bool grouped,
+                      const std::vector<std::pair<std::string, std::string>>& attributes) {
+  if (path.empty()) throw io_error("mmnet::io::hdf5: empty file name");
+  validate_for_writing(path, sd, grouped);
+  const std::vector<char> image = build_image(path, sd, attributes);
+  static std::atomic<unsigned> counter{0};
+  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count() % 1000000;
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+                          std::to_string(stamp);
+  bool created = false;
+  try {
+    write_image(path, tmp, image, created);
+  } catch (...) {
+    if (created) std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    fail_file(path, "cannot rename " + tmp + " to the destination: " + std::strerror(err));
+  }
+  // Make the rename itself durable (best effort: not every file system syncs directories).
+  const int dfd = ::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
 }  // namespace detail
 
 // Names of all datasets in the file, in creation order when the file tracks it (mmnet and
@@ -588,9 +673,7 @@ inline std::vector<std::string> list_datasets(const std::string& path) {
 inline StateDict read_all(const std::string& path) {
   detail::QuietErrors quiet;
   auto f = detail::open_for_reading(path);
-  StateDict sd;
-  for (auto& n : detail::list_datasets(f.get(), path)) sd.insert(n, detail::read_dataset(f.get(), path, n));
-  return sd;
+  return detail::read_entries(f.get(), path);
 }
 
 // String attributes of the file root (mmnet_format_version, mmnet_library_version, model_name, ...); integer
@@ -625,40 +708,37 @@ inline StateDict load_state_dict(const std::string& path) {
       detail::fail_file(path, "mmnet_format_version is '" + text + "'; this mmnet reads format 1 to " +
                                   std::to_string(hdf5_format_version) + " (file from a newer mmnet?)");
   }
-  StateDict sd;
-  for (auto& n : detail::list_datasets(f.get(), path)) sd.insert(n, detail::read_dataset(f.get(), path, n));
-  return sd;
+  return detail::read_entries(f.get(), path);
 }
 
-// Writes sd atomically: a temporary file in the same directory, fsynced, then renamed over path. On any
-// failure the destination is untouched and the temporary file removed.
+// Writes sd as a weights file (flat: names may not contain '/'), atomically: a temporary file in the same
+// directory, fsynced, then renamed over path. On any failure the destination is untouched and the temporary
+// file removed.
 inline void save_state_dict(const std::string& path, const StateDict& sd, const std::string& model_name = "") {
   detail::QuietErrors quiet;
+  detail::save_file(path, sd, /*grouped=*/false,
+                    {{"mmnet_format_version", std::to_string(hdf5_format_version)},
+                     {"mmnet_library_version", MMNET_VERSION_STRING},
+                     {"model_name", model_name}});
+}
+
+// Writes sd as a grouped file, atomically as above: names may contain '/' (see the layout above), and
+// attributes become further root string attributes. model_name is written as "" unless attributes gives it;
+// mmnet_format_version and mmnet_library_version are mmnet's own and cannot be given.
+inline void save_state_dict(const std::string& path, const StateDict& sd,
+                            const std::map<std::string, std::string>& attributes) {
+  detail::QuietErrors quiet;
   if (path.empty()) throw io_error("mmnet::io::hdf5: empty file name");
-  detail::validate_for_writing(path, sd);
-  const std::vector<char> image = detail::build_image(path, sd, model_name);
-  static std::atomic<unsigned> counter{0};
-  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count() % 1000000;
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-                          std::to_string(stamp);
-  bool created = false;
-  try {
-    detail::write_image(path, tmp, image, created);
-  } catch (...) {
-    if (created) std::remove(tmp.c_str());
-    throw;
+  std::vector<std::pair<std::string, std::string>> attrs = {
+      {"mmnet_format_version", std::to_string(hdf5_format_version)}, {"mmnet_library_version", MMNET_VERSION_STRING}};
+  if (!attributes.count("model_name")) attrs.emplace_back("model_name", "");
+  for (auto& [key, value] : attributes) {
+    if (key.empty()) detail::fail_file(path, "an attribute name is empty");
+    if (key == "mmnet_format_version" || key == "mmnet_library_version")
+      detail::fail_file(path, "attribute " + key + " is written by mmnet itself and cannot be given");
+    attrs.emplace_back(key, value);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    detail::fail_file(path, "cannot rename " + tmp + " to the destination: " + std::strerror(err));
-  }
-  // Make the rename itself durable (best effort: not every file system syncs directories).
-  const int dfd = ::open(detail::directory_of(path).c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  detail::save_file(path, sd, /*grouped=*/true, attrs);
 }
 
 }  // namespace mmnet::io
