@@ -84,6 +84,28 @@ void bench_tiny_step(int repeats, int threads) {
               threads, step);
 }
 
+// MMFNet paper configuration, batch 2, 3 x 16 x 128 x 128, soft Dice, Adam (issue [C]'s reported step).
+void bench_mmfnet_step(int repeats, int threads) {
+  Generator g(0);
+  MMFNet<float, cpu> net(MMFNetOptions::paper(), g);
+  losses::SoftDice<float, cpu> dice;
+  optim::Adam<float, cpu> opt(net.parameters(), optim::AdamOptions(1e-3));
+  const auto x = random_tensor<float>({2, 3, 16, 128, 128}, g);
+  auto y = random_tensor<float>({2, 1, 16, 128, 128}, g);
+  auto yv = y.to_vector();
+  for (auto& v : yv) v = v > 0.5f ? 1.f : 0.f;
+  y.assign(yv);
+  const double step = median_seconds(repeats, [&] {
+    opt.zero_grad();
+    const auto prob = net.forward(x);
+    dice.forward(prob, y);
+    net.backward(dice.backward());
+    opt.step();
+  });
+  std::printf("{\"bench\": \"mmfnet_train_step\", \"case\": \"paper 2x3x16x128x128\", \"threads\": %d, \"step_s\": %.6f}\n",
+              threads, step);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,5 +120,6 @@ int main(int argc, char** argv) {
       {2, 24, 8, 16, 64, 64, 1, 1, 1}};
   for (const auto& c : cases) bench_conv(c, repeats, threads);
   bench_tiny_step(repeats, threads);
+  bench_mmfnet_step(3, threads);
   return 0;
 }

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/tests/reference")
 from tiny_net_ref import TinyNet, soft_dice  # noqa: E402
+import mmfnet_ref  # noqa: E402
 
 
 def median(repeats, f):
@@ -63,6 +64,21 @@ def main():
 
     print(json.dumps({"bench": "tiny_net_train_step", "case": "2x2x16x64x64 width 8", "threads": threads,
                       "step_s": median(repeats, step)}), flush=True)
+
+    net = mmfnet_ref.MMFNet(mmfnet_ref.config()).float()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(2, 3, 16, 128, 128)
+    g = (torch.randn(2, 1, 16, 128, 128) > 0.5).float()
+
+    def mmfnet_step():
+        opt.zero_grad()
+        logits, _ = net(x)  # the reference returns (logits, taps)
+        loss = soft_dice(torch.sigmoid(logits), g)
+        loss.backward()
+        opt.step()
+
+    print(json.dumps({"bench": "mmfnet_train_step", "case": "paper 2x3x16x128x128", "threads": threads,
+                      "step_s": median(3, mmfnet_step)}), flush=True)
 
 
 if __name__ == "__main__":
