@@ -19,8 +19,6 @@ template <class T>
 using Att = attention::ConResAtt<T, Backend>;
 using Opts = attention::ConResAttOptions;
 
-std::string case_name(int i) { return "case" + std::to_string(i) + "/"; }
-
 Opts case_options(const Fixture& fx, const std::string& g) {
   return Opts(static_cast<index_t>(fx.scalar(g + "in")), static_cast<index_t>(fx.scalar(g + "out")))
       .first(fx.scalar(g + "first") != 0)
@@ -33,24 +31,6 @@ Att<T> case_module(const Fixture& fx, const std::string& g) {
   Att<T> m(case_options(fx, g));
   m.load_official_state_dict(fx.group(g + "state"));
   return m;
-}
-
-HostArray scaled(HostArray a, double s) {
-  for (auto& e : a.data) e *= s;
-  return a;
-}
-
-template <class E, class F>
-void check_throws_naming(F&& f, std::initializer_list<std::string> parts) {
-  bool thrown = false;
-  try {
-    f();
-  } catch (const E& e) {
-    thrown = true;
-    const std::string msg = e.what();
-    for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << msg << "' lacks '" << p << "'");
-  }
-  CHECK_MESSAGE(thrown, "no exception of the expected type");
 }
 
 std::vector<std::string> names(Att<double>& m) {

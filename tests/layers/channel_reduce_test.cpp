@@ -14,14 +14,6 @@ using namespace mmnet::test;
 namespace {
 const char* const cases[] = {"randn", "ties", "zeros", "one_channel", "rank3", "rank2"};
 
-Tensor<double, Backend> distinct(const Shape& s, std::uint64_t seed) {
-  const index_t n = s.numel();
-  std::vector<double> v(static_cast<std::size_t>(n));
-  for (index_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = 0.01 * static_cast<double>(i) - 1.0;
-  Generator g(seed);
-  for (index_t i = n - 1; i > 0; --i) std::swap(v[static_cast<std::size_t>(i)], v[g.integer(static_cast<std::uint64_t>(i + 1))]);
-  return Tensor<double, Backend>::from_vector(s, v);
-}
 }  // namespace
 
 TEST_CASE_TEMPLATE("ChannelMean, ChannelMax, ChannelStd match PyTorch", T, float, double) {

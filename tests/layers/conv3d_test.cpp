@@ -10,12 +10,6 @@ using namespace mmnet::test;
 
 namespace {
 
-nn::ExpandingArray3 triple(const HostArray& a) {
-  return {static_cast<index_t>(a.data.at(0)), static_cast<index_t>(a.data.at(1)), static_cast<index_t>(a.data.at(2))};
-}
-
-std::string case_name(int i) { return "case" + std::to_string(i) + "/"; }
-
 nn::Conv3dOptions case_options(const Fixture& fx, const std::string& g) {
   return nn::Conv3dOptions(static_cast<index_t>(fx.scalar(g + "in")), static_cast<index_t>(fx.scalar(g + "out")),
                            triple(fx.array(g + "kernel")))
@@ -31,33 +25,6 @@ nn::Conv3d<T, Backend> case_module(const Fixture& fx, const std::string& g) {
   nn::Conv3d<T, Backend> conv(case_options(fx, g));
   conv.load_state_dict(fx.group(g + "state"));
   return conv;
-}
-
-template <class T>
-HostArray host(const TestTensor<T>& t, double scale = 1.0) {
-  const auto v = t.to_vector();
-  HostArray a{DType::f64, t.shape().to_vector(), {}};
-  for (T e : v) a.data.push_back(scale * static_cast<double>(e));
-  return a;
-}
-
-HostArray scaled(HostArray a, double s) {
-  for (auto& e : a.data) e *= s;
-  return a;
-}
-
-// Runs f, which must throw E with a message containing every one of parts.
-template <class E, class F>
-void check_throws_naming(F&& f, std::initializer_list<std::string> parts) {
-  bool thrown = false;
-  try {
-    f();
-  } catch (const E& e) {
-    thrown = true;
-    const std::string msg = e.what();
-    for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << msg << "' lacks '" << p << "'");
-  }
-  CHECK_MESSAGE(thrown, "no exception of the expected type");
 }
 
 }  // namespace

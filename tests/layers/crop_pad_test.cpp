@@ -8,9 +8,6 @@ using namespace mmnet;
 using namespace mmnet::test;
 
 namespace {
-ExpandingArray3 triple(const HostArray& a) {
-  return {static_cast<index_t>(a.data[0]), static_cast<index_t>(a.data[1]), static_cast<index_t>(a.data[2])};
-}
 // Crops and pads copy: exact in double; in float, exact up to rounding the fixture's input to float.
 template <class T>
 constexpr double copy_tol() { return std::is_same_v<T, double> ? 0.0 : 6e-8; }

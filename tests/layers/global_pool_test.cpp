@@ -22,15 +22,6 @@ void check_indices(const std::vector<std::int64_t>& idx, const HostArray& ref, c
   CHECK_MESSAGE(wrong == 0, what << ": " << wrong << " of " << idx.size() << " argmax indices differ from PyTorch");
 }
 
-// A permutation of 0..n-1, scaled: no ties within h of each other, so the max pool is differentiable.
-Tensor<double, Backend> distinct(const Shape& s, std::uint64_t seed) {
-  const index_t n = s.numel();
-  std::vector<double> v(static_cast<std::size_t>(n));
-  for (index_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = 0.01 * static_cast<double>(i) - 1.0;
-  Generator g(seed);
-  for (index_t i = n - 1; i > 0; --i) std::swap(v[static_cast<std::size_t>(i)], v[g.integer(static_cast<std::uint64_t>(i + 1))]);
-  return Tensor<double, Backend>::from_vector(s, v);
-}
 }  // namespace
 
 TEST_CASE_TEMPLATE("GlobalAvgPool3d, GlobalMaxPool3d, GlobalStdPool3d match PyTorch", T, float, double) {

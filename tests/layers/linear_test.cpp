@@ -9,8 +9,6 @@ using namespace mmnet::test;
 
 namespace {
 
-std::string case_name(int i) { return "case" + std::to_string(i) + "/"; }
-
 template <class T>
 nn::Linear<T, Backend> case_module(const Fixture& fx, const std::string& g) {
   nn::Linear<T, Backend> fc(nn::LinearOptions(static_cast<index_t>(fx.scalar(g + "in")),
@@ -18,24 +16,6 @@ nn::Linear<T, Backend> case_module(const Fixture& fx, const std::string& g) {
                                 .bias(fx.scalar(g + "bias") != 0));
   fc.load_state_dict(fx.group(g + "state"));
   return fc;
-}
-
-HostArray scaled(HostArray a, double s) {
-  for (auto& e : a.data) e *= s;
-  return a;
-}
-
-template <class E, class F>
-void check_throws_naming(F&& f, std::initializer_list<std::string> parts) {
-  bool thrown = false;
-  try {
-    f();
-  } catch (const E& e) {
-    thrown = true;
-    const std::string msg = e.what();
-    for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << msg << "' lacks '" << p << "'");
-  }
-  CHECK_MESSAGE(thrown, "no exception of the expected type");
 }
 
 }  // namespace

@@ -56,15 +56,6 @@ TEST_CASE_TEMPLATE("MaxPool3d matches PyTorch: outputs, argmax (ties to the firs
 
 TEST_CASE("MaxPool3d passes the central-difference gradient check (double, tie-free inputs)") {
   using O = nn::MaxPool3dOptions;
-  // Distinct values spaced far wider than the step h: a permutation of 0..n-1, scaled.
-  auto distinct = [](const Shape& s, std::uint64_t seed) {
-    const index_t n = s.numel();
-    std::vector<double> v(static_cast<std::size_t>(n));
-    for (index_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = 0.01 * static_cast<double>(i) - 1.0;
-    Generator g(seed);
-    for (index_t i = n - 1; i > 0; --i) std::swap(v[static_cast<std::size_t>(i)], v[g.integer(static_cast<std::uint64_t>(i + 1))]);
-    return Tensor<double, Backend>::from_vector(s, v);
-  };
   for (const auto& o : {O(2), O({2, 2, 1}), O({1, 2, 2}), O(3).stride(1).padding(1), O(3).stride(2).padding(1),
                         O({3, 2, 3}).stride({2, 1, 2}).padding({1, 0, 1})}) {
     nn::MaxPool3d<double, Backend> pool(o);

@@ -9,15 +9,6 @@ using namespace mmnet;
 using namespace mmnet::test;
 
 namespace {
-// The case names of a fixture: every group with an "input" dataset, in file order.
-std::vector<std::string> case_names(const Fixture& fx) {
-  std::vector<std::string> names;
-  const std::string suffix = "/input";
-  for (const auto& e : fx.all())
-    if (e.first.size() > suffix.size() && e.first.compare(e.first.size() - suffix.size(), suffix.size(), suffix) == 0)
-      names.push_back(e.first.substr(0, e.first.size() - suffix.size()));
-  return names;
-}
 
 nn::UpsampleOptions fixture_options(const Fixture& fx, const std::string& n) {
   nn::UpsampleOptions o;

@@ -18,13 +18,6 @@ TestTensor<T> focal_labels(const Shape& s, index_t classes, std::uint64_t seed) 
   for (auto& x : v) x = static_cast<T>(g.integer(static_cast<std::uint64_t>(classes)));
   return TestTensor<T>::from_vector(s, v);
 }
-template <class T>
-TestTensor<T> uniform_tensor(const Shape& s, double lo, double hi, std::uint64_t seed) {
-  Generator g(seed);
-  std::vector<T> v(static_cast<std::size_t>(s.numel()));
-  for (auto& x : v) x = static_cast<T>(g.uniform(lo, hi));
-  return TestTensor<T>::from_vector(s, v);
-}
 
 void focal_central_difference(const losses::FocalLossOptions& o, const Shape& s, const Shape& ts, const Shape& ms,
                               const std::string& what) {

@@ -9,25 +9,6 @@
 using namespace mmnet;
 using namespace mmnet::test;
 
-namespace {
-
-template <class T>
-TestTensor<T> uniform_tensor(const Shape& s, double lo, double hi, std::uint64_t seed) {
-  Generator g(seed);
-  std::vector<T> v(static_cast<std::size_t>(s.numel()));
-  for (auto& x : v) x = static_cast<T>(g.uniform(lo, hi));
-  return TestTensor<T>::from_vector(s, v);
-}
-template <class T>
-TestTensor<T> binary_tensor(const Shape& s, double rate, std::uint64_t seed) {
-  Generator g(seed);
-  std::vector<T> v(static_cast<std::size_t>(s.numel()));
-  for (auto& x : v) x = g.uniform() < rate ? T(1) : T(0);
-  return TestTensor<T>::from_vector(s, v);
-}
-
-}  // namespace
-
 TEST_CASE_TEMPLATE("ResidualBCE matches PyTorch", T, float, double) {
   Fixture fx("residual_bce");
   const int cases = static_cast<int>(fx.scalar("num_cases"));

@@ -34,14 +34,6 @@ std::vector<double> brute_force_edt(const std::vector<double>& m, const Shape& s
   return out;
 }
 
-template <class T>
-TestTensor<T> random_mask(const Shape& s, double inside, std::uint64_t seed) {
-  Generator g(seed);
-  std::vector<T> v(static_cast<std::size_t>(s.numel()));
-  for (auto& x : v) x = g.uniform() < inside ? T(1) : T(0);
-  return TestTensor<T>::from_vector(s, v);
-}
-
 // The spec's ground truth G (Z, Y, X) = (6, 10, 14).
 TestTensor<double> spec_volume() {
   std::vector<double> g(6 * 10 * 14, 0.0);
@@ -88,7 +80,7 @@ TEST_CASE("distance_transform equals a brute-force search, also with anisotropic
   std::uint64_t seed = 100;
   for (const auto& cs : cases) {
     INFO("shape " << cs.shape.str());
-    auto m = random_mask<double>(cs.shape, cs.inside, ++seed);
+    auto m = binary_tensor<double>(cs.shape, cs.inside, ++seed);
     // every volume needs a zero voxel
     const index_t vol = cs.shape[cs.shape.rank() - 3] * cs.shape[cs.shape.rank() - 2] * cs.shape[cs.shape.rank() - 1];
     for (index_t v0 = 0; v0 < m.numel(); v0 += vol) perturb_element(m, v0 + vol / 2, -m.to_vector()[static_cast<std::size_t>(v0 + vol / 2)]);
@@ -149,7 +141,7 @@ TEST_CASE("distance_transform: the cascaded-FCN spec alpha map (spec §8 item 2)
 }
 
 TEST_CASE_TEMPLATE("distance_transform does not depend on the thread count", T, float, double) {
-  const auto m = random_mask<T>({2, 1, 16, 40, 36}, 0.98, 5);
+  const auto m = binary_tensor<T>({2, 1, 16, 40, 36}, 0.98, 5);
   const auto all = ops::distance_transform(m, {2.0, 0.8, 0.8}).to_vector();
   const int threads = get_num_threads();
   set_num_threads(1);
@@ -159,7 +151,7 @@ TEST_CASE_TEMPLATE("distance_transform does not depend on the thread count", T, 
 }
 
 TEST_CASE_TEMPLATE("distance_transform rejects bad input", T, float, double) {
-  const auto m = random_mask<T>({2, 3, 4, 5}, 0.5, 1);
+  const auto m = binary_tensor<T>({2, 3, 4, 5}, 0.5, 1);
   try {
     ops::distance_transform(TestTensor<T>({4, 5}));
     FAIL("no exception");

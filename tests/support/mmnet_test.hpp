@@ -6,6 +6,8 @@
 // * check_close: error = max|a - b| / max|b| over the tensor (absolute when the reference is all zeros),
 //   recorded per precision so the run ends with the largest error seen.
 // * gradcheck_module / gradcheck_fn: dlib-style central differences of sum(y * r) in double.
+// * Small helpers many test files share: fixture case names, host copies, test inputs (uniform, binary,
+//   tie-free), exception-message checks.
 #pragma once
 #include <doctest/doctest.h>
 
@@ -14,10 +16,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
 
+#include <mmnet/core/expanding_array.hpp>
 #include <mmnet/core/module.hpp>
 #include <mmnet/core/ops.hpp>
 #include <mmnet/core/random.hpp>
@@ -204,6 +208,86 @@ void gradcheck_module(M& m, const mmnet::Tensor<double, Backend>& x0, std::uint6
     central_difference_check("dL/d" + np.first, p.numel(), g_acc, value,
                              [&](index_t i, double h) { perturb_element(p, i, h); }, 1e-6, rtol, atol);
   }
+}
+
+// ---- Shared helpers ------------------------------------------------------------------------------------------
+
+// Runs f, which must throw E with a message containing every one of parts (component, expected, actual, ...).
+template <class E, class F>
+void check_throws_naming(F&& f, std::initializer_list<std::string> parts) {
+  bool thrown = false;
+  try {
+    f();
+  } catch (const E& e) {
+    thrown = true;
+    const std::string msg = e.what();
+    for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << msg << "' lacks '" << p << "'");
+  }
+  CHECK_MESSAGE(thrown, "no exception of the expected type");
+}
+
+// The group prefix of numbered fixture case i: "case<i>/".
+inline std::string case_name(int i) { return "case" + std::to_string(i) + "/"; }
+
+// The case names of a fixture: every group with a dataset named `dataset` ("input"), in file order, without the
+// trailing "/<dataset>".
+inline std::vector<std::string> case_names(const Fixture& fx, const std::string& dataset = "input") {
+  std::vector<std::string> names;
+  const std::string suffix = "/" + dataset;
+  for (const auto& e : fx.all())
+    if (e.first.size() > suffix.size() && e.first.compare(e.first.size() - suffix.size(), suffix.size(), suffix) == 0)
+      names.push_back(e.first.substr(0, e.first.size() - suffix.size()));
+  return names;
+}
+
+// A fixture's 3-vector option (kernel, stride, padding, ...).
+inline ExpandingArray3 triple(const HostArray& a) {
+  return {static_cast<index_t>(a.data.at(0)), static_cast<index_t>(a.data.at(1)), static_cast<index_t>(a.data.at(2))};
+}
+
+// A host copy of t in double (times scale), to compare tensors with check_close.
+template <class T>
+HostArray host(const mmnet::Tensor<T, Backend>& t, double scale = 1.0) {
+  const auto v = t.to_vector();
+  HostArray a{DType::f64, t.shape().to_vector(), {}};
+  for (T e : v) a.data.push_back(scale * static_cast<double>(e));
+  return a;
+}
+
+// a with every element times s.
+inline HostArray scaled(HostArray a, double s) {
+  for (auto& e : a.data) e *= s;
+  return a;
+}
+
+// Uniform values in [lo, hi) from a fixed seed.
+template <class T>
+mmnet::Tensor<T, Backend> uniform_tensor(const Shape& s, double lo, double hi, std::uint64_t seed) {
+  Generator g(seed);
+  std::vector<T> v(static_cast<std::size_t>(s.numel()));
+  for (auto& x : v) x = static_cast<T>(g.uniform(lo, hi));
+  return mmnet::Tensor<T, Backend>::from_vector(s, v);
+}
+
+// 1 with probability rate, else 0, from a fixed seed (masks, binary targets).
+template <class T>
+mmnet::Tensor<T, Backend> binary_tensor(const Shape& s, double rate, std::uint64_t seed) {
+  Generator g(seed);
+  std::vector<T> v(static_cast<std::size_t>(s.numel()));
+  for (auto& x : v) x = g.uniform() < rate ? T(1) : T(0);
+  return mmnet::Tensor<T, Backend>::from_vector(s, v);
+}
+
+// Distinct values offset + step * i (i = 0..n-1) in random order: spaced far wider than a central-difference step,
+// so no max/argmax tie changes within a gradcheck step (max pools are differentiable at x).
+inline mmnet::Tensor<double, Backend> distinct(const Shape& s, std::uint64_t seed, double step = 0.01,
+                                               double offset = -1.0) {
+  const index_t n = s.numel();
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = step * static_cast<double>(i) + offset;
+  Generator g(seed);
+  for (index_t i = n - 1; i > 0; --i) std::swap(v[static_cast<std::size_t>(i)], v[g.integer(static_cast<std::uint64_t>(i + 1))]);
+  return mmnet::Tensor<double, Backend>::from_vector(s, v);
 }
 
 }  // namespace mmnet::test
