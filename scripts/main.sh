@@ -7,4 +7,4 @@ bash scripts/install_deps.sh
 build="${MMNET_BUILD_DIR:-build}"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j"$(nproc)" --target tiny_train
-"$build/examples/tiny_train" "$@"
+"$build/examples/tiny_train" --out "$build/tiny_net.h5" "$@"  # a later --out wins
