@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../backend/common/group_stats.hpp"
+#include "group_norm_pass.hpp"
 #include "../core/module.hpp"
 
 namespace mmnet::nn {
@@ -82,36 +83,19 @@ class GroupNorm : public Module<T, Backend> {
     if (x.size(1) != options_.num_channels())
       fail<shape_error>(name, "input channels", options_.num_channels(), x.size(1), "input shape " + x.shape().str());
     if (x.numel() == 0) fail<shape_error>(name, "input", "a non-empty tensor", "shape " + x.shape().str());
-    p_ = problem(x.shape());
+    const backend::GroupNormProblem p = problem(x.shape());
     // PyTorch's check (F.group_norm): more than one value per group summed over the batch.
-    if (p_.n * p_.group_size() < 2)
-      fail<shape_error>(name, "values per group over the batch", "more than 1", p_.n * p_.group_size(),
+    if (p.n * p.group_size() < 2)
+      fail<shape_error>(name, "values per group over the batch", "more than 1", p.n * p.group_size(),
                         "input shape " + x.shape().str());
-    mean_ = Tensor<double, Backend>(Shape{p_.rows()});
-    invstd_ = Tensor<double, Backend>(Shape{p_.rows()});
-    backend::group_norm_stats(Backend{}, p_, x.data(), options_.eps(), mean_.data(), invstd_.data());
-    tensor y(x.shape());
-    backend::group_norm_apply(Backend{}, p_, x.data(), mean_.data(), invstd_.data(), affine_ptr(weight),
-                              affine_ptr(bias), y.data());
-    x_ = x;
-    return y;
+    return pass_.forward(p, x, options_.eps(), affine_ptr(weight), affine_ptr(bias));
   }
 
   // dL/dx; adds dL/dweight = sum(dy * xhat) and dL/dbias = sum(dy) per channel into the parameters' grads.
   tensor backward(const tensor& dy) {
-    if (!x_.defined()) fail<value_error>(std::string(name) + "::backward", "saved input", "a forward() call first", "none");
-    check_same_shape(std::string(name) + "::backward", "grad_output", dy, x_.shape());
-    Tensor<double, Backend> sum_dy(Shape{p_.n * p_.c}), sum_dy_xhat(Shape{p_.n * p_.c});
-    backend::group_norm_backward_reduce(Backend{}, p_, x_.data(), dy.data(), mean_.data(), invstd_.data(),
-                                        sum_dy.data(), sum_dy_xhat.data());
     T* gw = options_.affine() && weight.wants_grad() ? weight.grad.data() : nullptr;
     T* gb = options_.affine() && bias.wants_grad() ? bias.grad.data() : nullptr;
-    if (gw != nullptr || gb != nullptr)
-      backend::group_norm_param_grads(Backend{}, p_, sum_dy.data(), sum_dy_xhat.data(), gw, gb);
-    tensor dx(dy.shape());
-    backend::group_norm_backward_input(Backend{}, p_, x_.data(), dy.data(), mean_.data(), invstd_.data(),
-                                       affine_ptr(weight), sum_dy.data(), sum_dy_xhat.data(), dx.data());
-    return dx;
+    return pass_.backward(name, dy, affine_ptr(weight), gw, gb);
   }
 
   const GroupNormOptions& options() const { return options_; }
@@ -126,10 +110,7 @@ class GroupNorm : public Module<T, Backend> {
   }
 
   GroupNormOptions options_;
-  backend::GroupNormProblem p_;
-  tensor x_;                        // the last input
-  Tensor<double, Backend> mean_;    // its statistics per (sample, group)
-  Tensor<double, Backend> invstd_;
+  detail::GroupNormPass<T, Backend> pass_;
 };
 
 }  // namespace mmnet::nn

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../backend/common/group_stats.hpp"
+#include "group_norm_pass.hpp"
 #include "../core/module.hpp"
 
 namespace mmnet::nn {
@@ -73,36 +74,19 @@ class InstanceNorm3d : public Module<T, Backend> {
     const index_t channels = options_.num_features();
     if (x.size(1) != channels) fail<shape_error>(name, "input channels", channels, x.size(1), "input shape " + x.shape().str());
     if (x.numel() == 0) fail<shape_error>(name, "input", "a non-empty tensor", "shape " + x.shape().str());
-    p_ = {x.size(0), channels, channels, x.size(2) * x.size(3) * x.size(4)};
+    const backend::GroupNormProblem p = {x.size(0), channels, channels, x.size(2) * x.size(3) * x.size(4)};
     // PyTorch raises the same way (F.instance_norm: "Expected more than 1 spatial element").
-    if (p_.s < 2)
-      fail<shape_error>(name, "spatial elements per channel (D*H*W)", "more than 1", p_.s, "input shape " + x.shape().str());
-    mean_ = Tensor<double, Backend>(Shape{p_.rows()});
-    invstd_ = Tensor<double, Backend>(Shape{p_.rows()});
-    backend::group_norm_stats(Backend{}, p_, x.data(), options_.eps(), mean_.data(), invstd_.data());
-    tensor y(x.shape());
-    backend::group_norm_apply(Backend{}, p_, x.data(), mean_.data(), invstd_.data(), affine_ptr(weight),
-                              affine_ptr(bias), y.data());
-    x_ = x;
-    return y;
+    if (p.s < 2)
+      fail<shape_error>(name, "spatial elements per channel (D*H*W)", "more than 1", p.s, "input shape " + x.shape().str());
+    return pass_.forward(p, x, options_.eps(), affine_ptr(weight), affine_ptr(bias));
   }
 
   // dL/dx; adds dL/dweight = sum(dy * xhat) and dL/dbias = sum(dy) per channel (over the batch and the volume)
   // into the parameters' grads.
   tensor backward(const tensor& dy) {
-    if (!x_.defined()) fail<value_error>(std::string(name) + "::backward", "saved input", "a forward() call first", "none");
-    check_same_shape(std::string(name) + "::backward", "grad_output", dy, x_.shape());
-    Tensor<double, Backend> sum_dy(Shape{p_.n * p_.c}), sum_dy_xhat(Shape{p_.n * p_.c});
-    backend::group_norm_backward_reduce(Backend{}, p_, x_.data(), dy.data(), mean_.data(), invstd_.data(),
-                                        sum_dy.data(), sum_dy_xhat.data());
     T* gw = options_.affine() && weight.wants_grad() ? weight.grad.data() : nullptr;
     T* gb = options_.affine() && bias.wants_grad() ? bias.grad.data() : nullptr;
-    if (gw != nullptr || gb != nullptr)
-      backend::group_norm_param_grads(Backend{}, p_, sum_dy.data(), sum_dy_xhat.data(), gw, gb);
-    tensor dx(dy.shape());
-    backend::group_norm_backward_input(Backend{}, p_, x_.data(), dy.data(), mean_.data(), invstd_.data(),
-                                       affine_ptr(weight), sum_dy.data(), sum_dy_xhat.data(), dx.data());
-    return dx;
+    return pass_.backward(name, dy, affine_ptr(weight), gw, gb);
   }
 
   const InstanceNorm3dOptions& options() const { return options_; }
@@ -112,10 +96,7 @@ class InstanceNorm3d : public Module<T, Backend> {
   const T* affine_ptr(const Parameter<T, Backend>& p) const { return options_.affine() ? p.value.data() : nullptr; }
 
   InstanceNorm3dOptions options_;
-  backend::GroupNormProblem p_;     // one group per channel
-  tensor x_;                        // the last input
-  Tensor<double, Backend> mean_;    // its statistics per (sample, channel)
-  Tensor<double, Backend> invstd_;
+  detail::GroupNormPass<T, Backend> pass_;
 };
 
 }  // namespace mmnet::nn
