@@ -352,3 +352,40 @@ TEST_CASE("to_label_map rejects bad options and outputs") {
   check_throws_naming<value_error>([&] { inference::to_label_map(nan, PostprocessOptions::threshold()); },
                                    {comp, "finite", "voxel 1"});
 }
+
+TEST_CASE("keep_largest_component: per label, 6- vs 26-connectivity, other labels untouched") {
+  // label 1: a 2x2x2 block and a separate single voxel; label 2: a 3-voxel bar and a diagonal neighbour voxel.
+  data::LabelMap map(4, 5, 6);
+  for (index_t z = 0; z < 2; ++z)
+    for (index_t y = 0; y < 2; ++y)
+      for (index_t x = 0; x < 2; ++x) map.at(z, y, x) = 1;
+  map.at(3, 4, 0) = 1;
+  for (index_t x = 2; x < 5; ++x) map.at(3, 2, x) = 2;
+  map.at(2, 1, 5) = 2;  // touches (3, 2, 4) only through a corner: joined under 26-, separate under 6-connectivity
+  const data::LabelMap before = map;
+
+  auto with26 = map;
+  inference::keep_largest_component(26)(with26);
+  auto with6 = map;
+  inference::keep_largest_component(6)(with6);
+  CHECK(with26.at(3, 4, 0) == 0);  // the lone label-1 voxel goes under both
+  CHECK(with6.at(3, 4, 0) == 0);
+  CHECK(with26.at(2, 1, 5) == 2);  // kept: part of the largest label-2 component under 26-connectivity
+  CHECK(with6.at(2, 1, 5) == 0);   // removed: its own component under 6-connectivity
+  index_t changed26 = 0, changed6 = 0;
+  for (std::size_t i = 0; i < before.data.size(); ++i) {
+    changed26 += with26.data[i] != before.data[i];
+    changed6 += with6.data[i] != before.data[i];
+    CHECK((with6.data[i] == before.data[i] || with6.data[i] == 0));
+  }
+  CHECK(changed26 == 1);
+  CHECK(changed6 == 2);
+
+  // as a post-processing option: argmax over 3 channels, then the filter
+  std::vector<double> v(3 * 4 * 5 * 6, 0.0);
+  for (index_t i = 0; i < 4 * 5 * 6; ++i) v[static_cast<std::size_t>(before.data[static_cast<std::size_t>(i)] * 120 + i)] = 1.0;
+  const auto probs = Tensor<double, cpu>::from_vector({3, 4, 5, 6}, v);
+  const auto labels =
+      inference::to_label_map(probs, inference::PostprocessOptions::argmax().component_filter(inference::keep_largest_component(6)));
+  CHECK(labels.data == with6.data);
+}

@@ -9,8 +9,9 @@
 // value is >= its threshold, 0 when none is. Nested regions listed outside-in therefore come out right, e.g.
 // BraTS (WT, TC, ET) with labels({2, 1, 4}) gives edema 2, tumour core 1, enhancing tumour 4.
 // Argmax: channel c gets label c (labels({...}) remaps), so with a background channel 0 stays background.
-// Largest-connected-component filtering (ops/connected_components.hpp) plugs in as component_filter, which runs
-// on the finished label map. Mapping the labels back to the original image space (undoing a crop or a resampling)
+// Largest-connected-component filtering plugs in as component_filter, which runs on the finished label map:
+// keep_largest_component() keeps, for each label separately, its largest connected component (MONAI's
+// KeepLargestConnectedComponent(independent=True); nnU-Net's remove_all_but_largest_component per class). Mapping the labels back to the original image space (undoing a crop or a resampling)
 // is the caller's job (data/crop.hpp).
 #pragma once
 #include <cmath>
@@ -23,6 +24,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "../data/volume.hpp"
+#include "../ops/connected_components.hpp"
 
 namespace mmnet::inference {
 
@@ -136,6 +138,24 @@ inline data::LabelMap to_label_map(const data::Volume& probs, const PostprocessO
     fail<shape_error>(detail::pp_component, "volume data size", probs.channels * probs.voxels(), probs.data.size());
   return detail::to_label_map(probs.data.data(), probs.channels, probs.depth, probs.height, probs.width, probs.spacing,
                               options);
+}
+
+// A component_filter: for every non-zero label present, only its largest connected component (6- or
+// 26-connectivity, ops/connected_components.hpp) keeps the label; the other voxels of that label become 0.
+inline std::function<void(data::LabelMap&)> keep_largest_component(int connectivity = 26) {
+  return [connectivity](data::LabelMap& map) {
+    const ops::Dims3 dims{map.depth, map.height, map.width};
+    bool present[256] = {};
+    for (const auto v : map.data) present[v] = true;
+    std::vector<std::uint8_t> mask(map.data.size());
+    for (int label = 1; label < 256; ++label) {
+      if (!present[label]) continue;
+      for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = map.data[i] == label ? 1 : 0;
+      const auto keep = ops::largest_connected_component(mask, dims, connectivity);
+      for (std::size_t i = 0; i < mask.size(); ++i)
+        if (mask[i] && !keep[i]) map.data[i] = 0;
+    }
+  };
 }
 
 }  // namespace mmnet::inference
