@@ -180,3 +180,20 @@ TEST_CASE("BatchLoader and stack reject bad options and inputs") {
                                    {"mmnet::data::stack", "patch 1 image shape", "(2, 5, 7, 6)", "(1, 5, 7, 6)"});
   CHECK_THROWS_AS(data::stack({}, 0), value_error);
 }
+
+TEST_CASE("BatchLoader with MMFNet's WindowSampler and augmentation") {
+  std::vector<Case> cases{make_case(3, 13, 20, 22, 4, "p1"), make_case(3, 9, 24, 18, 5, "p2")};
+  cases[0].roi = data::Box{{1, 2, 3}, {12, 18, 20}};
+  auto s = std::make_shared<data::WindowSampler>(
+      cases, data::WindowOptions({8, 12, 10}).max_offset({2, 4, 4}).pad_value({-2.0f, -3.0f, -2.0f}));
+  const auto o = LoaderOptions(4).seed(5).augment(AugmentOptions::mmfnet().rotation_fill({-2.0f, -3.0f, -2.0f}));
+  BatchLoader l(s, o);
+  for (index_t k = 0; k < 3; ++k) {
+    const Batch b = l.next();
+    CHECK(b.images.shape() == Shape{4, 3, 8, 12, 10});
+    Generator g(data::batch_seed(5, static_cast<std::uint64_t>(k)));
+    auto patches = s->sample_batch(4, g);
+    for (auto& p : patches) data::augment(p.image, p.label, o.augment_options(), g);
+    check_same(b, data::stack(patches, k));
+  }
+}

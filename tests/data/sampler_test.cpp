@@ -2,6 +2,8 @@
 // bad input.
 #include <mmnet/data/sampler.hpp>
 
+#include <set>
+
 #include "../support/mmnet_test.hpp"
 
 using namespace mmnet;
@@ -196,4 +198,57 @@ TEST_CASE("PatchSampler rejects bad cases and options, naming component, expecte
   CHECK_THROWS_AS(s.sample_batch(0, g), value_error);
   CHECK_THROWS_AS(s.sample(3, false, g), value_error);
   CHECK_THROWS_AS(s.extract(0, Box{{0, 0, 0}, {2, 2, 3}}), shape_error);
+}
+
+TEST_CASE("WindowSampler: MMFNet's Z windows on the stride grid, centred on the roi, jittered, padded") {
+  // D = 11 with 4-deep windows at stride 3: starts 0, 3, 6 (7 is off the grid).
+  Case k = make_case(2, 11, 20, 18, "w");
+  k.roi = Box{{2, 4, 3}, {9, 14, 13}};  // centre (H, W) = (9, 8)
+  k.label.at(5, 9, 8) = 1;
+  data::WindowSampler s({k}, data::WindowOptions({4, 6, 5}).z_stride(3).max_offset({0, 0, 0}).pad_value({-2, -3}));
+  CHECK(s.windows(0) == 3);
+  CHECK(s.window_box(0, 0) == Box{{0, 6, 6}, {4, 12, 11}});
+  CHECK(s.window_box(0, 2) == Box{{6, 6, 6}, {10, 12, 11}});
+  CHECK(s.window_box(0, 1, {-1, 2, -3}) == Box{{2, 8, 3}, {6, 14, 8}});
+  Generator g(1);
+  std::set<index_t> starts;
+  for (const auto& p : s.sample_batch(40, g)) {
+    CHECK(p.box.begin[0] % 3 == 0);
+    CHECK(p.box.begin[1] == 6);
+    CHECK(p.box.begin[2] == 6);
+    starts.insert(p.box.begin[0]);
+    CHECK(p.image.data == data::extract_patch(k, 0, p.box, {-2, -3}).image.data);
+  }
+  CHECK(starts == std::set<index_t>{0, 3, 6});
+  // Offsets: uniform integers in [-o, o], all values reached; windows past the volume are padded.
+  data::WindowSampler j({k}, data::WindowOptions({4, 6, 5}).z_stride(3).max_offset({2, 3, 1}).pad_value({-2, -3}));
+  std::set<index_t> dy;
+  Generator g2(2);
+  for (int i = 0; i < 200; ++i) {
+    const auto p = j.sample(0, g2);
+    CHECK(p.box.begin[0] >= -2);
+    CHECK(p.box.begin[0] <= 8);
+    CHECK(std::abs(p.box.begin[2] - 6) <= 1);
+    dy.insert(p.box.begin[1] - 6);
+    if (p.box.begin[0] < 0) CHECK(p.image.at(1, 0, 0, 0) == -3.0f);
+  }
+  CHECK(dy == std::set<index_t>{-3, -2, -1, 0, 1, 2, 3});
+  // A volume shallower than the window: one start, padded; no roi: the whole volume's centre.
+  data::WindowSampler sh({make_case(1, 2, 8, 8, "shallow")}, data::WindowOptions({4, 4, 4}).max_offset({0, 0, 0}));
+  CHECK(sh.windows(0) == 1);
+  CHECK(sh.window_box(0, 0) == Box{{0, 2, 2}, {4, 6, 6}});
+  // Same seed, same windows.
+  Generator a(9), b(9);
+  const auto pa = j.sample_batch(5, a), pb = j.sample_batch(5, b);
+  for (std::size_t i = 0; i < 5; ++i) CHECK(pa[i].box == pb[i].box);
+  // Bad input.
+  Case bad = make_case(2, 11, 20, 18, "bad_roi");
+  bad.roi = Box{{0, 0, 0}, {12, 20, 18}};
+  check_throws_naming<shape_error>([&] { data::WindowSampler({bad}, data::WindowOptions({4, 6, 5})); },
+                                   {"mmnet::data::WindowSampler", "roi", "[0:12, 0:20, 0:18]", "bad_roi"});
+  CHECK_THROWS_AS(data::WindowSampler({k}, data::WindowOptions({4, 6, 5}).z_stride(0)), value_error);
+  CHECK_THROWS_AS(data::WindowSampler({k}, data::WindowOptions({4, 6, 5}).max_offset({0, -1, 0})), value_error);
+  CHECK_THROWS_AS(data::WindowSampler({k}, data::WindowOptions({4, 6, 5}).pad_value({0})), shape_error);
+  CHECK_THROWS_AS(s.window_box(0, 3), value_error);
+  CHECK(data::WindowOptions::mmfnet().patch() == data::PatchSize{16, 256, 256});
 }

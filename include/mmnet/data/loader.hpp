@@ -124,7 +124,9 @@ inline Batch stack(const std::vector<Patch>& patches, index_t index) {
 }
 
 // Batch k of the sequence (see the header comment); what the loader's worker runs.
-inline Batch make_batch(const PatchSampler& sampler, const LoaderOptions& o, index_t k) {
+// Sampler: PatchSampler, WindowSampler or anything with sample_batch(index_t, Generator&) -> std::vector<Patch>.
+template <class Sampler>
+Batch make_batch(const Sampler& sampler, const LoaderOptions& o, index_t k) {
   Generator g(batch_seed(o.seed(), static_cast<std::uint64_t>(k)));
   auto patches = sampler.sample_batch(o.batch_size(), g);
   if (o.augment_enabled())
@@ -138,9 +140,12 @@ class BatchLoader {
   static constexpr const char* component = "mmnet::data::BatchLoader";
   using Producer = std::function<Batch(index_t)>;
 
-  // Batches from a sampler (shared so that several loaders, e.g. train and validation, can keep cases alive).
-  BatchLoader(std::shared_ptr<const PatchSampler> sampler, LoaderOptions o)
-      : BatchLoader(make_producer(sampler, o), o) {}
+  // Batches from a sampler (PatchSampler, WindowSampler; shared, so the cases live as long as any user).
+  template <class Sampler>
+  BatchLoader(std::shared_ptr<const Sampler> sampler, LoaderOptions o) : BatchLoader(make_producer(sampler, o), o) {}
+  template <class Sampler>
+  BatchLoader(std::shared_ptr<Sampler> sampler, LoaderOptions o)
+      : BatchLoader(std::shared_ptr<const Sampler>(std::move(sampler)), std::move(o)) {}
 
   // Batches from any producer, e.g. a test's or a different pipeline's.
   BatchLoader(Producer produce, LoaderOptions o) : produce_(std::move(produce)), o_(std::move(o)) {
@@ -196,7 +201,8 @@ class BatchLoader {
   }
 
  private:
-  static Producer make_producer(std::shared_ptr<const PatchSampler> sampler, const LoaderOptions& o) {
+  template <class Sampler>
+  static Producer make_producer(std::shared_ptr<const Sampler> sampler, const LoaderOptions& o) {
     if (!sampler) fail<value_error>(component, "sampler", "non-null", "nullptr");
     if (o.augment_enabled() && !o.augment_options().rotation_fill().empty() &&
         static_cast<index_t>(o.augment_options().rotation_fill().size()) != sampler->channels())
