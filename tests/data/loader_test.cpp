@@ -197,3 +197,32 @@ TEST_CASE("BatchLoader with MMFNet's WindowSampler and augmentation") {
     check_same(b, data::stack(patches, k));
   }
 }
+
+TEST_CASE("LoaderOptions::crop_margin: enlarged patches, rotated, cropped back, no fill inside") {
+  Case c = make_case(1, 12, 30, 28, 6, "big");
+  for (auto& x : c.image.data) x = 1.0f + std::abs(x);  // all > 0; the rotation fill is -99
+  auto s = std::make_shared<const PatchSampler>(std::vector<Case>{c}, SamplerOptions({4, 14, 12}));
+  const auto aug = AugmentOptions::none().rotation_probability(1).rotation_degrees({-10, 10}).rotation_fill({-99.0f});
+  const auto o = LoaderOptions(3).seed(8).augment(aug).crop_margin({0, 3, 3});
+  const Batch b = data::make_batch(*s, o, 0);
+  CHECK(b.images.shape() == Shape{3, 1, 4, 8, 6});
+  for (float x : b.images.to_vector()) CHECK(x > 0.0f);
+  // Without the margin the rotated corners hold fill.
+  const Batch full = data::make_batch(*s, LoaderOptions(o).crop_margin({0, 0, 0}), 0);
+  bool fill_seen = false;
+  for (float x : full.images.to_vector()) fill_seen = fill_seen || x < -1.0f;
+  CHECK(fill_seen);
+  // The cropped batch is the centre of the full one; boxes shrink accordingly.
+  const auto fi = full.images.to_vector(), ci = b.images.to_vector();
+  for (index_t n = 0; n < 3; ++n)
+    for (index_t z = 0; z < 4; ++z)
+      for (index_t y = 0; y < 8; ++y)
+        for (index_t x = 0; x < 6; ++x)
+          CHECK(ci[static_cast<std::size_t>(((n * 4 + z) * 8 + y) * 6 + x)] ==
+                fi[static_cast<std::size_t>(((n * 4 + z) * 14 + y + 3) * 12 + x + 3)]);
+  CHECK(b.boxes[0].begin[1] == full.boxes[0].begin[1] + 3);
+  CHECK(b.boxes[0].end[2] == full.boxes[0].end[2] - 3);
+  check_throws_naming<shape_error>([&] { data::make_batch(*s, LoaderOptions(o).crop_margin({2, 0, 0}), 0); },
+                                   {"mmnet::data::make_batch", "crop margin", "(2, 0, 0)", "(4, 14, 12)"});
+  CHECK_THROWS_AS(BatchLoader(s, LoaderOptions(o).crop_margin({0, -1, 0})), value_error);
+}

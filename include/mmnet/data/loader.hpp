@@ -8,6 +8,7 @@
 // Batch k = make_batch(sampler, options, k):
 //   Generator g(batch_seed(seed, k)); patches = sampler.sample_batch(batch_size, g);
 //   for each patch in order: augment(patch.image, patch.label, augment_options, g)  (if augmentation is on)
+//   each patch cropped by crop_margin on every side (if set)
 //   images = N x C x pd x ph x pw, labels = N x 1 x pd x ph x pw (label values as floats), Tensor<float, cpu>.
 // Errors in the worker (a bad case, a failing producer) are rethrown by the consumer's next() at the position of
 // the batch that failed; the worker stops there. The destructor stops and joins the worker, also while it waits
@@ -29,6 +30,7 @@
 #include "../core/random.hpp"
 #include "../core/tensor.hpp"
 #include "augment.hpp"
+#include "crop.hpp"
 #include "sampler.hpp"
 
 namespace mmnet::data {
@@ -38,7 +40,7 @@ struct Batch {
   Tensor<float, cpu> images;       // N x C x pd x ph x pw
   Tensor<float, cpu> labels;       // N x 1 x pd x ph x pw
   std::vector<index_t> cases;      // case index of each sample
-  std::vector<Box> boxes;          // patch box of each sample (before augmentation), case coordinates
+  std::vector<Box> boxes;          // patch box of each sample (before augmentation, after crop_margin), case coordinates
   std::vector<bool> forced;        // whether each sample was forced to contain foreground
 };
 
@@ -75,6 +77,10 @@ struct LoaderOptions {
   LoaderOptions& augment(bool on) { augment_on_ = on; return *this; }
   const AugmentOptions& augment_options() const { return aug_; }
   bool augment_enabled() const { return augment_on_; }
+  // Voxels cut from each side of every patch after augmentation (default 0): sample patches larger by 2 * margin
+  // and a rotation brings no fill value into the result (nnU-Net samples an enlarged patch for the same reason).
+  LoaderOptions& crop_margin(std::array<index_t, 3> m) { margin_ = m; return *this; }
+  std::array<index_t, 3> crop_margin() const { return margin_; }
 
   void validate() const {
     const char* component = "mmnet::data::LoaderOptions";
@@ -83,6 +89,10 @@ struct LoaderOptions {
     if (start_ < 0) fail<value_error>(component, "start batch", ">= 0", start_);
     if (num_ < -1) fail<value_error>(component, "num_batches", ">= 0 or -1 (unlimited)", num_);
     if (augment_on_) aug_.validate();
+    for (int a = 0; a < 3; ++a)
+      if (margin_[static_cast<std::size_t>(a)] < 0)
+        fail<value_error>(component, "crop margin along axis " + std::to_string(a), ">= 0",
+                          margin_[static_cast<std::size_t>(a)]);
   }
 
  private:
@@ -93,6 +103,7 @@ struct LoaderOptions {
   index_t num_ = -1;
   AugmentOptions aug_;
   bool augment_on_ = true;
+  std::array<index_t, 3> margin_{0, 0, 0};
 };
 
 // Stacks patches into a Batch (images N x C x D x H x W, labels N x 1 x D x H x W). Patches must share shape.
@@ -131,6 +142,17 @@ Batch make_batch(const Sampler& sampler, const LoaderOptions& o, index_t k) {
   auto patches = sampler.sample_batch(o.batch_size(), g);
   if (o.augment_enabled())
     for (auto& p : patches) augment(p.image, p.label, o.augment_options(), g);
+  const auto m = o.crop_margin();
+  if (m[0] || m[1] || m[2])
+    for (auto& p : patches) {
+      const Box inner{{m[0], m[1], m[2]}, {p.image.depth - m[0], p.image.height - m[1], p.image.width - m[2]}};
+      if (inner.empty())
+        fail<shape_error>("mmnet::data::make_batch", "patch size", "> 2 * crop margin " + Shape{m[0], m[1], m[2]}.str(),
+                          Shape{p.image.depth, p.image.height, p.image.width}.str());
+      p.image = crop(p.image, inner);
+      p.label = crop(p.label, inner);
+      for (std::size_t a = 0; a < 3; ++a) p.box.begin[a] += m[a], p.box.end[a] -= m[a];
+    }
   return stack(patches, k);
 }
 
