@@ -69,6 +69,15 @@ def make_cases(rng):
     v[0] = 7.25
     v[1] = rng.exponential(2.0, size=(4, 3, 6))
     cases.append(v)
+    # values on a 0.1 grid (float32-rounded): many voxels on or next to bin edges
+    cases.append(np.round(rng.uniform(0.0, 25.6, size=(1, 7, 5, 8)), 1))
+    # a narrow range far from 0 (float32 spacing ~6e-5 at 1000): heavy quantisation relative to the bin width
+    cases.append(1000.0 + rng.normal(0.0, 1e-3, size=(1, 3, 8, 5)))
+    # heavy-tailed lognormal and a three-component mixture
+    v = np.empty((2, 6, 5, 7))
+    v[0] = rng.lognormal(0.0, 1.5, size=(6, 5, 7))
+    v[1] = rng.choice([-40.0, 5.0, 90.0], size=(6, 5, 7)) + rng.normal(0.0, 3.0, size=(6, 5, 7))
+    cases.append(v)
     return [c.astype(np.float32).astype(np.float64) for c in cases]
 
 

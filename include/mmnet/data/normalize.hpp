@@ -228,14 +228,16 @@ inline std::vector<ChannelStats> normalize(Volume& v, const NormalizeOptions& o,
   const index_t n = v.voxels();
   for (index_t c = 0; c < v.channels; ++c) {
     check_finite(v, c, component, case_name);
-    float* x = v.channel(c);
+    float* out_x = v.channel(c);
+    // Work in double: clipped percentiles and statistics must not be rounded to float between steps.
+    std::vector<double> x(out_x, out_x + n);
     ChannelStats& st = out[static_cast<std::size_t>(c)];
     std::vector<std::uint8_t> mask;
     if (o.mode() == NormalizeMode::body_zscore) {
-      st.threshold = otsu_threshold(x, n, o.nbins());
+      st.threshold = otsu_threshold(out_x, n, o.nbins());
       mask.resize(static_cast<std::size_t>(n));
       for (index_t i = 0; i < n; ++i) {
-        mask[static_cast<std::size_t>(i)] = static_cast<double>(x[i]) > st.threshold;
+        mask[static_cast<std::size_t>(i)] = x[static_cast<std::size_t>(i)] > st.threshold;
         st.mask_voxels += mask[static_cast<std::size_t>(i)];
       }
       if (st.mask_voxels == 0) mask.clear();
@@ -243,30 +245,28 @@ inline std::vector<ChannelStats> normalize(Volume& v, const NormalizeOptions& o,
       if (auto ds = o.dataset_stats_of(c)) {
         st.lower = ds->lower, st.upper = ds->upper, st.mean = ds->mean, st.std = ds->std;
       } else {
-        std::vector<double> all(x, x + n);
-        st.lower = percentile(all, o.lower_percentile());
-        st.upper = percentile(std::move(all), o.upper_percentile());
+        st.lower = percentile(x, o.lower_percentile());
+        st.upper = percentile(x, o.upper_percentile());
       }
-      for (index_t i = 0; i < n; ++i)
-        x[i] = static_cast<float>(std::min(std::max(static_cast<double>(x[i]), st.lower), st.upper));
+      for (auto& e : x) e = std::min(std::max(e, st.lower), st.upper);
     }
     if (!(o.mode() == NormalizeMode::ct_percentile && o.dataset_stats_of(c))) {
       double s = 0;
       index_t m = 0;
-      for (index_t i = 0; i < n; ++i)
-        if (mask.empty() || mask[static_cast<std::size_t>(i)]) s += x[i], ++m;
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (mask.empty() || mask[i]) s += x[i], ++m;
       st.mean = s / static_cast<double>(m);
       double q = 0;
-      for (index_t i = 0; i < n; ++i)
-        if (mask.empty() || mask[static_cast<std::size_t>(i)]) q += (x[i] - st.mean) * (x[i] - st.mean);
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (mask.empty() || mask[i]) q += (x[i] - st.mean) * (x[i] - st.mean);
       st.std = std::sqrt(q / static_cast<double>(m));
     }
     const double inv = 1.0 / std::max(st.std, o.eps());
     const auto clip = o.clip_of(c);
-    for (index_t i = 0; i < n; ++i) {
-      double y = (static_cast<double>(x[i]) - st.mean) * inv;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      double y = (x[i] - st.mean) * inv;
       if (clip) y = std::min(std::max(y, clip->lower), clip->upper);
-      x[i] = static_cast<float>(y);
+      out_x[i] = static_cast<float>(y);
     }
   }
   return out;
