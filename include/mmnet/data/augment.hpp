@@ -41,7 +41,9 @@ struct AugmentOptions {
     return AugmentOptions().flip_probability({0, 0, 0}).rotation_probability(0).noise_probability(0)
         .scale_probability(0).shift_probability(0).gamma_probability(0);
   }
-  // MMFNet (spec §4): vertical (H) flip p = 0.5, in-plane rotation in [-5, 5] degrees always, nothing else.
+  // MMFNet (spec §4): vertical (H) flip p = 0.5, in-plane rotation in [-5, 5] degrees always, nothing else. The
+  // spec fills with each modality's lower clip: add .rotation_fill({-2, -3, -2}) for (T1, T2, CET1), or use
+  // LoaderOptions::crop_margin so that no fill reaches the patch.
   static AugmentOptions mmfnet() {
     return none().flip_probability({0, 0.5, 0}).rotation_probability(1).rotation_degrees({-5, 5});
   }

@@ -253,7 +253,7 @@ struct WindowOptions {
   explicit WindowOptions(PatchSize patch = {16, 256, 256}) : patch_(patch) {}
 
   // MMFNet (spec §4): 16 x 256 x 256 windows, Z starts on a stride-4 grid, centre offsets up to (4, 32, 32),
-  // padding with the lower clip values of T1, T2, CET1.
+  // padding with the lower clip values of T1, T2, CET1 (a single-modality model sets pad_value({its clip})).
   static WindowOptions mmfnet() { return WindowOptions({16, 256, 256}).pad_value({-2.0f, -3.0f, -2.0f}); }
 
   PatchSize patch() const { return patch_; }
