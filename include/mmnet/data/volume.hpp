@@ -22,6 +22,19 @@ struct Box {
   std::array<index_t, 3> begin{0, 0, 0}, end{0, 0, 0};
   index_t extent(int axis) const { return end[static_cast<std::size_t>(axis)] - begin[static_cast<std::size_t>(axis)]; }
   bool empty() const { return extent(0) <= 0 || extent(1) <= 0 || extent(2) <= 0; }
+  index_t voxels() const { return empty() ? 0 : extent(0) * extent(1) * extent(2); }
+  // The whole of a d x h x w grid.
+  static Box full(index_t d, index_t h, index_t w) { return Box{{0, 0, 0}, {d, h, w}}; }
+  // True when the box lies inside a d x h x w grid.
+  bool inside(index_t d, index_t h, index_t w) const {
+    return begin[0] >= 0 && begin[1] >= 0 && begin[2] >= 0 && end[0] <= d && end[1] <= h && end[2] <= w;
+  }
+  std::string str() const {
+    return "[" + std::to_string(begin[0]) + ":" + std::to_string(end[0]) + ", " + std::to_string(begin[1]) + ":" +
+           std::to_string(end[1]) + ", " + std::to_string(begin[2]) + ":" + std::to_string(end[2]) + "]";
+  }
+  friend bool operator==(const Box& a, const Box& b) { return a.begin == b.begin && a.end == b.end; }
+  friend bool operator!=(const Box& a, const Box& b) { return !(a == b); }
 };
 
 struct Volume {
@@ -42,6 +55,10 @@ struct Volume {
   Shape shape() const { return Shape{channels, depth, height, width}; }
   float* channel(index_t c) { return data.data() + c * voxels(); }
   const float* channel(index_t c) const { return data.data() + c * voxels(); }
+  // Element offset of (c, z, y, x) in data.
+  std::size_t offset(index_t c, index_t z, index_t y, index_t x) const {
+    return static_cast<std::size_t>(((c * depth + z) * height + y) * width + x);
+  }
   float& at(index_t c, index_t z, index_t y, index_t x) { return data[static_cast<std::size_t>(((c * depth + z) * height + y) * width + x)]; }
   float at(index_t c, index_t z, index_t y, index_t x) const { return data[static_cast<std::size_t>(((c * depth + z) * height + y) * width + x)]; }
 };
@@ -59,6 +76,8 @@ struct LabelMap {
                         "(" + std::to_string(d) + ", " + std::to_string(h) + ", " + std::to_string(w) + ")");
   }
   index_t voxels() const { return depth * height * width; }
+  Shape shape() const { return Shape{depth, height, width}; }
+  std::size_t offset(index_t z, index_t y, index_t x) const { return static_cast<std::size_t>((z * height + y) * width + x); }
   std::uint8_t& at(index_t z, index_t y, index_t x) { return data[static_cast<std::size_t>((z * height + y) * width + x)]; }
   std::uint8_t at(index_t z, index_t y, index_t x) const { return data[static_cast<std::size_t>((z * height + y) * width + x)]; }
 };
