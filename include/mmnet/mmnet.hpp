@@ -58,6 +58,7 @@
 #include "losses/residual_bce.hpp"
 #include "losses/soft_dice.hpp"
 
+#include "ops/connected_components.hpp"
 #include "ops/distance_transform.hpp"
 
 #include "optim/adam.hpp"
@@ -73,3 +74,17 @@
 #include "io/checkpoint.hpp"
 #include "io/hdf5.hpp"
 #include "io/weights.hpp"
+
+#include "data/augment.hpp"
+#include "data/crop.hpp"
+#include "data/loader.hpp"
+#include "data/normalize.hpp"
+#include "data/sampler.hpp"
+#include "data/volume.hpp"
+
+#include "inference/postprocess.hpp"
+#include "inference/sliding_window.hpp"
+
+#include "metrics/metrics.hpp"
+#include "metrics/overlap.hpp"
+#include "metrics/surface_distance.hpp"
