@@ -202,7 +202,7 @@ inline void put_string(const std::string& path, const char* what, const std::str
 // A gzFile that closes itself. zlib reads plain files transparently, so .nii and .nii.gz share one reader.
 class GzReader {
  public:
-  GzReader(const std::string& path) : path_(path) {
+  explicit GzReader(const std::string& path) : path_(path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) nifti_fail(path, std::string("cannot open the file: ") + std::strerror(errno));
     if (S_ISDIR(st.st_mode)) nifti_fail(path, "is a directory, not a NIfTI file");
@@ -411,9 +411,14 @@ inline NiftiHeader read_raw(const std::string& path, std::vector<unsigned char>&
   GzReader in(path);
   NiftiHeader h = parse_header(path, in, layout);
   const std::int64_t hsize = h.version == 1 ? 348 : 540;
-  std::vector<unsigned char> skip(static_cast<std::size_t>(layout.vox_offset - hsize));
-  if (in.read(skip.data(), skip.size()) < skip.size())
-    nifti_fail(path, "truncated: the file ends before vox_offset " + std::to_string(layout.vox_offset));
+  // Extensions (or padding) up to vox_offset, skipped in pieces: a damaged offset must not make us allocate it.
+  for (std::int64_t left = layout.vox_offset - hsize; left > 0;) {
+    unsigned char skip[1 << 14];
+    const std::size_t want = static_cast<std::size_t>(std::min<std::int64_t>(left, sizeof skip));
+    if (in.read(skip, want) < want)
+      nifti_fail(path, "truncated: the file ends before vox_offset " + std::to_string(layout.vox_offset));
+    left -= static_cast<std::int64_t>(want);
+  }
   try {
     raw.clear();
     const std::size_t total = static_cast<std::size_t>(layout.nbytes);
