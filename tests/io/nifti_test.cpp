@@ -174,14 +174,14 @@ TEST_CASE_TEMPLATE("nifti: nibabel-written files read with nibabel's values, aff
     // Affine: exact for sform and the fallback; the qform to rounding (nibabel's numpy operation order).
     const auto aff = flat(img.affine());
     const auto want_aff = fx.array(name + "/affine").data;
-    if (h.sform_code > 0 || h.qform_code <= 0) {
+    if (h.sform_code != 0 || h.qform_code == 0) {
       CHECK(same(aff, want_aff));
     } else {
       CHECK(max_abs_diff(aff, want_aff) <= 1e-12);
       ++seen["qform"];
     }
-    if (h.sform_code > 0) ++seen["sform"];
-    if (h.sform_code <= 0 && h.qform_code <= 0) ++seen["fallback"];
+    if (h.sform_code != 0) ++seen["sform"];
+    if (h.sform_code == 0 && h.qform_code == 0) ++seen["fallback"];
     if (h.has_scaling() && !(h.scl_slope == 1 && h.scl_inter == 0)) ++seen["scaled"];
 
     // Data: get_fdata() in (x, y, z, t) C order against mmnet's file order (x fastest).

@@ -12,9 +12,11 @@
 // Reading (read_nifti): the header is checked by mmnet before anything else (size 348 or 540 in either byte
 // order, single-file magic "n+1" / "n+2", 1 to 7 positive dimensions, a supported data type, a data offset
 // inside the file), then the whole file is decompressed by zlib (plain .nii files are read by the same code),
-// so truncation, a damaged gzip stream (CRC) or a data block shorter than the dimensions say all raise
-// mmnet::io_error naming the file; niftilib's own file readers, which print to stderr and cannot report every
-// failure, are never called. Big-endian files are swapped with niftilib's swap_nifti_header / nifti_swap_Nbytes.
+// so truncation, a damaged gzip stream (CRC, length) or a data block shorter than the dimensions say all raise
+// mmnet::io_error naming the file, and a damaged header can never make mmnet allocate more than the file holds.
+// niftilib's own file readers (nifti_image_read), which print to stderr, guess other file names and cannot report
+// every failure, are never called, so niftilib's global debug level is left alone. Big-endian files are swapped
+// with niftilib's swap_nifti_header / nifti_swap_Nbytes. Header extensions are skipped.
 // Voxel values are scaled as nibabel's get_fdata() does: if scl_slope is 0 or not finite nothing is scaled
 // (scl_inter is ignored too); otherwise value = raw * scl_slope + scl_inter in double (multiply skipped when the
 // slope is 1, add skipped when the intercept is 0, never fused), and a non-finite scl_inter with a valid slope is
@@ -29,8 +31,8 @@
 // written to a temporary file in the same directory, fsynced and renamed over the destination, so a failed
 // write never leaves a partial file.
 //
-// affine(): the voxel-to-world matrix nibabel's img.affine gives: the sform rows if sform_code > 0, else the
-// qform (quaternion b, c, d with a = sqrt(1 - b^2 - c^2 - d^2), pixdim[1..3], qfac, offsets) if qform_code > 0,
+// affine(): the voxel-to-world matrix nibabel's img.affine gives: the sform rows if sform_code != 0, else the
+// qform (quaternion b, c, d with a = sqrt(1 - b^2 - c^2 - d^2), pixdim[1..3], qfac, offsets) if qform_code != 0,
 // else nibabel's fallback diag(-dx, dy, dz) centred on the volume (niftilib's fallback has no flip and no
 // centring; nibabel's is used). Sform and fallback affines equal nibabel's exactly; the qform follows nibabel's
 // formula (fillpositive, quat2mat) in double and agrees to a few units in the last place.
@@ -206,6 +208,7 @@ class GzReader {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) nifti_fail(path, std::string("cannot open the file: ") + std::strerror(errno));
     if (S_ISDIR(st.st_mode)) nifti_fail(path, "is a directory, not a NIfTI file");
+    if (!S_ISREG(st.st_mode)) nifti_fail(path, "is not a regular file");
     if (st.st_size == 0) nifti_fail(path, "not a NIfTI file (the file is empty)");
     f_ = gzopen(path.c_str(), "rb");
     if (!f_) nifti_fail(path, std::string("cannot open the file: ") + std::strerror(errno ? errno : ENOMEM));
@@ -768,13 +771,13 @@ inline NiftiAffine NiftiHeader::fallback_affine() const {
 }
 
 inline NiftiAffine NiftiHeader::affine() const {
-  if (sform_code > 0) {
+  if (sform_code != 0) {  // nibabel's get_best_affine tests != 0 (negative codes are invalid anyway)
     NiftiAffine out{};
     for (int i = 0; i < 3; ++i) out[i] = srow[i];
     out[3] = {0, 0, 0, 1};
     return out;
   }
-  if (qform_code > 0) return qform_affine();
+  if (qform_code != 0) return qform_affine();
   return fallback_affine();
 }
 
