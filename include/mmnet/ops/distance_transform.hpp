@@ -14,6 +14,9 @@
 //
 //   auto d2 = ops::squared_distance_transform(mask, {3.0, 1.0, 1.0});   // D spacing 3, H and W 1
 //   auto d  = ops::distance_transform(mask);                            // unit spacing
+//
+// Host byte masks (metrics, connected components) use Dims3 and squared_distance_transform_host, which runs the
+// same passes on the cpu backend without a Tensor: one D x H x W volume, nonzero bytes are inside.
 #pragma once
 #include <algorithm>
 #include <array>
@@ -21,12 +24,22 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "../core/tensor.hpp"
 
 namespace mmnet::ops {
 
 using Spacing3 = std::array<double, 3>;  // D, H, W
+
+// Extent of one host volume (D, H, W), row-major, W fastest.
+struct Dims3 {
+  index_t d = 0, h = 0, w = 0;
+  index_t numel() const { return d * h * w; }
+  std::string str() const {
+    return "(" + std::to_string(d) + ", " + std::to_string(h) + ", " + std::to_string(w) + ")";
+  }
+};
 
 namespace detail {
 
@@ -129,12 +142,48 @@ Tensor<T, Backend> edt(const char* component, const Tensor<T, Backend>& mask, co
   return out;
 }
 
+inline void check_spacing(const char* component, const Spacing3& spacing) {
+  for (int a = 0; a < 3; ++a)
+    if (!(spacing[static_cast<std::size_t>(a)] > 0) || !std::isfinite(spacing[static_cast<std::size_t>(a)]))
+      fail<value_error>(component, std::string("spacing[") + std::to_string(a) + "] (D, H, W)", "a finite value > 0",
+                        spacing[static_cast<std::size_t>(a)]);
+}
+
 }  // namespace detail
 
 // Squared distances (exact for integer spacing), same shape as mask.
 template <class T, class Backend>
 Tensor<T, Backend> squared_distance_transform(const Tensor<T, Backend>& mask, const Spacing3& spacing = {1.0, 1.0, 1.0}) {
   return detail::edt("mmnet::ops::squared_distance_transform", mask, spacing, false);
+}
+
+// Host volume: squared distances of every inside (nonzero) voxel of `inside` (dims.numel() bytes) to the nearest
+// zero voxel, 0 on zero voxels; the same algorithm and rounding as squared_distance_transform on the cpu backend.
+inline std::vector<double> squared_distance_transform_host(const std::uint8_t* inside, const Dims3& dims,
+                                                           const Spacing3& spacing = {1.0, 1.0, 1.0}) {
+  const char* component = "mmnet::ops::squared_distance_transform_host";
+  if (dims.d <= 0 || dims.h <= 0 || dims.w <= 0)
+    fail<shape_error>(component, "volume extent (D, H, W)", "all > 0", dims.str());
+  detail::check_spacing(component, spacing);
+  const index_t n = dims.numel();
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> f(static_cast<std::size_t>(n));
+  index_t zeros = 0;
+  for (index_t i = 0; i < n; ++i) {
+    f[static_cast<std::size_t>(i)] = inside[i] ? inf : 0.0;
+    zeros += inside[i] ? 0 : 1;
+  }
+  if (zeros == 0)
+    fail<value_error>(component, "background (zero) voxels", "at least 1", 0,
+                      "volume " + dims.str() + ": the distance to the background is undefined");
+  const index_t len[3] = {dims.w, dims.h, dims.d}, st[3] = {1, dims.w, dims.h * dims.w};
+  const double sp[3] = {spacing[2], spacing[1], spacing[0]};
+  const index_t shortest = std::min(dims.d, std::min(dims.h, dims.w));
+  std::vector<double> g(static_cast<std::size_t>(n)), z(static_cast<std::size_t>(n + n / shortest));
+  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
+  for (int a = 0; a < 3; ++a)
+    detail::edt_pass<cpu>(n / len[a], len[a], st[a], sp[a], inf, f.data(), v.data(), z.data(), g.data());
+  return f;
 }
 
 // Euclidean distances, same shape as mask.
