@@ -3,7 +3,7 @@
 // extension, 4D) is read with nibabel's get_fdata() values, affine and header fields, and its Tensor view has the
 // documented (..., z, y, x) axis order. mmnet -> nibabel: mmnet rewrites each fixture (as it is, and with the other
 // NIfTI version and compression) and writes images made from tensors in every data type; nibabel must read each
-// exactly as mmnet does (nifti_ref.py check). Damaged, truncated, foreign and missing files raise io_error naming
+// exactly as mmnet does (nifti_ref.py check); data::Volume / LabelMap conversions keep the axes. Damaged, truncated, foreign and missing files raise io_error naming
 // the file; bad images raise value_error; failed writes leave the destination untouched.
 #include <mmnet/io/hdf5.hpp>
 #include <mmnet/io/nifti.hpp>
@@ -29,6 +29,7 @@ using mmnet::io::NiftiDType;
 using mmnet::io::NiftiHeader;
 using mmnet::io::NiftiImage;
 using mmnet::test::Backend;
+using mmnet::test::check_throws_naming;
 namespace fs = std::filesystem;
 
 // ---- files ---------------------------------------------------------------------------------------------------
@@ -211,6 +212,38 @@ TEST_CASE_TEMPLATE("nifti: nibabel-written files read with nibabel's values, aff
   CHECK(seen["sform"] >= 4);
   CHECK(seen["fallback"] >= 2);
   CHECK(seen["scaled"] >= 4);
+}
+
+TEST_CASE("nifti: Volume and LabelMap views: (c, z, y, x) is NIfTI voxel (x, y, z, c), spacing (dz, dy, dx)") {
+  mmnet::test::Fixture fx("nifti");
+  // v1_f64: 7 x 5 x 3 x 2 (x, y, z, t), pixdim (0.8, 1.5, 3.0, 2.5).
+  const auto img = io::read_nifti<double>(fixture_file(text(fx.array("v1_f64/file"))));
+  const HostArray& ref = fx.array("v1_f64/data");  // nibabel's [x, y, z, t]
+  const data::Volume v = io::to_volume(img);
+  CHECK(v.shape() == Shape{2, 3, 5, 7});
+  CHECK(v.spacing == data::Spacing{3.0, 1.5, float(0.8)});
+  std::size_t bad = 0;
+  for (index_t c = 0; c < 2; ++c)
+    for (index_t z = 0; z < 3; ++z)
+      for (index_t y = 0; y < 5; ++y)
+        for (index_t x = 0; x < 7; ++x)
+          if (v.at(c, z, y, x) != float(ref.data[static_cast<std::size_t>(((x * 5 + y) * 3 + z) * 2 + c)])) ++bad;
+  CHECK(bad == 0);
+  // A 3D uint8 image as labels; the same image with a fractional value or a value above 255 is refused.
+  auto u8 = io::read_nifti<float>(fixture_file(text(fx.array("v2_u8/file"))));
+  const data::LabelMap m = io::to_label_map(u8);
+  CHECK((m.depth == 3 && m.height == 5 && m.width == 7));
+  CHECK(m.at(2, 4, 6) == u8.at(6, 4, 2));
+  CHECK(m.at(1, 0, 3) == u8.at(3, 0, 1));
+  u8.data[5] = 2.5f;
+  check_throws_naming<value_error>([&] { io::to_label_map(u8); }, {"mmnet::io::to_label_map", "voxel 5", "2.5"});
+  u8.data[5] = 256;
+  check_throws_naming<value_error>([&] { io::to_label_map(u8); }, {"voxel 5", "256"});
+  check_throws_naming<shape_error>([&] { io::to_label_map(img); }, {"to_label_map", "volumes", "expected 1, got 2"});
+  NiftiImage<float> five;
+  five.header.dims = {2, 2, 2, 2, 2};
+  five.data.assign(32, 0.f);
+  check_throws_naming<shape_error>([&] { io::to_volume(five); }, {"to_volume", "1 to 4", "got 5"});
 }
 
 TEST_CASE("nifti: a valid scl_slope with a non-finite scl_inter is refused, as nibabel does") {
@@ -417,7 +450,29 @@ TEST_CASE("nifti: files mmnet writes are read by nibabel with the same data, aff
     write_and_check(m, dir, "tensor_fallback", "tensor_fallback.nii.gz", img, img.data, &written);
   }
 
-  CHECK(written == 2 * 12 + 10 + 2);
+  // 5. A data::Volume with two channels (4D file) and a data::LabelMap (uint8), with a reference header's geometry.
+  {
+    data::Volume vol(2, 3, 4, 5, {2.5, 0.9, 0.6});
+    for (std::size_t i = 0; i < vol.data.size(); ++i) vol.data[i] = float(rng.next() * 4 - 2);
+    NiftiHeader h = base;
+    h.version = 2;
+    NiftiImage<float> img = io::image_from_volume(vol, h);
+    CHECK(img.header.dims == std::vector<std::int64_t>{5, 4, 3, 2});
+    CHECK(img.header.pixdim[0] == 0.6);
+    CHECK(img.header.pixdim[2] == 2.5);
+    write_and_check(m, dir, "volume_2ch", "volume_2ch.nii.gz", img, std::vector<double>(vol.data.begin(), vol.data.end()), &written);
+    data::LabelMap labels(3, 4, 5, {2.5, 0.9, 0.6});
+    for (std::size_t i = 0; i < labels.data.size(); ++i) labels.data[i] = static_cast<std::uint8_t>(i * 7 % 5);
+    labels.data.back() = 255;
+    NiftiImage<float> limg = io::image_from_label_map(labels, base);
+    CHECK(limg.header.datatype == NiftiDType::uint8);
+    write_and_check(m, dir, "labels", "labels.nii.gz", limg, std::vector<double>(labels.data.begin(), labels.data.end()), &written);
+    const data::LabelMap back = io::to_label_map(io::read_nifti<float>(dir + "/labels.nii.gz"));
+    CHECK(back.data == labels.data);
+    for (int i = 0; i < 3; ++i) CHECK(back.spacing[i] == double(float(labels.spacing[i])));  // NIfTI-1: float32
+  }
+
+  CHECK(written == 2 * 12 + 10 + 2 + 2);
   io::save_state_dict(dir + "/manifest.h5", m.sd, std::map<std::string, std::string>{{"model_name", "nifti_manifest"}});
   CHECK(nibabel_check(dir) == 0);
 }

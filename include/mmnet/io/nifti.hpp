@@ -7,7 +7,8 @@
 // becomes a Tensor of shape (D, H, W) = (nz, ny, nx) and a 4D one (C, D, H, W) = (nt, nz, ny, nx), the library's
 // NCDHW layout without N. nibabel's img.get_fdata() has shape (x, y, z[, t]): get_fdata()[i, j, k] equals
 // tensor[k][j][i] (numpy: np.transpose(get_fdata()) is the tensor). header.dims and header.pixdim stay in the
-// file's (x, y, z, t, ...) order.
+// file's (x, y, z, t, ...) order. to_volume() / image_from_volume() convert to and from data::Volume
+// (C x D x H x W, channels = the 4th NIfTI axis), to_label_map() / image_from_label_map() to data::LabelMap.
 //
 // Reading (read_nifti): the header is checked by mmnet before anything else (size 348 or 540 in either byte
 // order, single-file magic "n+1" / "n+2", 1 to 7 positive dimensions, a supported data type, a data offset
@@ -62,6 +63,7 @@
 #include "../core/error.hpp"
 #include "../core/shape.hpp"
 #include "../core/tensor.hpp"
+#include "../data/volume.hpp"
 
 namespace mmnet::io {
 
@@ -857,6 +859,80 @@ NiftiImage<T> image_from_tensor(const Tensor<T, Backend>& t, NiftiHeader header)
   NiftiImage<T> img;
   img.header = std::move(header);
   img.data = t.to_vector();
+  return img;
+}
+
+// ---- data::Volume / data::LabelMap (the data pipeline's host types) ------------------------------------------
+// A Volume is C x D x H x W with W fastest: exactly NIfTI's file order for (x, y, z, t) with the 4th NIfTI axis
+// as channels (multi-volume files, e.g. stacked modalities). Voxels are copied unchanged; spacing is (dz, dy, dx).
+
+namespace detail {
+// (C, D, H, W) of an image with 1 to 4 dimensions.
+inline std::array<index_t, 4> cdhw(const NiftiHeader& h, const char* component) {
+  const auto& d = h.dims;
+  if (d.empty() || d.size() > 4)
+    fail<shape_error>(component, "NIfTI dimensions", "1 to 4 (x, y, z[, channels])", d.size());
+  auto at = [&](std::size_t i) { return i < d.size() ? static_cast<index_t>(d[i]) : index_t(1); };
+  return {at(3), at(2), at(1), at(0)};
+}
+}  // namespace detail
+
+// The image as a Volume: C = nt (1 for a 3D image), D = nz, H = ny, W = nx, spacing (dz, dy, dx).
+template <class U>
+data::Volume to_volume(const NiftiImage<U>& image) {
+  const auto s = detail::cdhw(image.header, "mmnet::io::to_volume");
+  if (static_cast<index_t>(image.data.size()) != s[0] * s[1] * s[2] * s[3])
+    fail<shape_error>("mmnet::io::to_volume", "values for the header's dims", s[0] * s[1] * s[2] * s[3], image.data.size());
+  data::Volume v(s[0], s[1], s[2], s[3], {image.header.pixdim[2], image.header.pixdim[1], image.header.pixdim[0]});
+  std::transform(image.data.begin(), image.data.end(), v.data.begin(), [](U x) { return static_cast<float>(x); });
+  return v;
+}
+
+// The image as a LabelMap (a 3D image, or 4D with one volume, of whole numbers 0 to 255; anything else raises
+// value_error naming the voxel).
+template <class U>
+data::LabelMap to_label_map(const NiftiImage<U>& image) {
+  const auto s = detail::cdhw(image.header, "mmnet::io::to_label_map");
+  if (s[0] != 1) fail<shape_error>("mmnet::io::to_label_map", "volumes (4th NIfTI dimension)", 1, s[0]);
+  if (static_cast<index_t>(image.data.size()) != s[1] * s[2] * s[3])
+    fail<shape_error>("mmnet::io::to_label_map", "values for the header's dims", s[1] * s[2] * s[3], image.data.size());
+  data::LabelMap m(s[1], s[2], s[3], {image.header.pixdim[2], image.header.pixdim[1], image.header.pixdim[0]});
+  for (std::size_t i = 0; i < image.data.size(); ++i) {
+    const double x = static_cast<double>(image.data[i]);
+    if (!(x >= 0 && x <= 255 && x == std::floor(x)))
+      fail("mmnet::io::to_label_map", "voxel " + std::to_string(i) + " label", "a whole number 0 to 255", x);
+    m.data[i] = static_cast<std::uint8_t>(x);
+  }
+  return m;
+}
+
+// An image of v with header's other fields (datatype, transforms, units, ...): dims (W, H, D), plus C as the 4th
+// dimension when C > 1; pixdim[1..3] = (dx, dy, dz) from v.spacing. The sform / qform are kept as given: set
+// them yourself if v's grid is not the one header describes (e.g. after resampling).
+inline NiftiImage<float> image_from_volume(const data::Volume& v, NiftiHeader header) {
+  header.dims = {v.width, v.height, v.depth};
+  if (v.channels != 1) header.dims.push_back(v.channels);
+  header.pixdim[0] = v.spacing[2];
+  header.pixdim[1] = v.spacing[1];
+  header.pixdim[2] = v.spacing[0];
+  NiftiImage<float> img;
+  img.header = std::move(header);
+  img.data = v.data;
+  return img;
+}
+
+// A label image of m: uint8, no scaling, the other fields from header (see image_from_volume).
+inline NiftiImage<float> image_from_label_map(const data::LabelMap& m, NiftiHeader header) {
+  header.dims = {m.width, m.height, m.depth};
+  header.pixdim[0] = m.spacing[2];
+  header.pixdim[1] = m.spacing[1];
+  header.pixdim[2] = m.spacing[0];
+  header.datatype = NiftiDType::uint8;
+  header.scl_slope = 0;
+  header.scl_inter = 0;
+  NiftiImage<float> img;
+  img.header = std::move(header);
+  img.data.assign(m.data.begin(), m.data.end());
   return img;
 }
 
