@@ -2,9 +2,10 @@
 // .nii.gz, NIfTI-1 and -2, uint8 / int16 / int32 / float32 / float64, scaled and unscaled, big-endian with an
 // extension, 4D) is read with nibabel's get_fdata() values, affine and header fields, and its Tensor view has the
 // documented (..., z, y, x) axis order. mmnet -> nibabel: mmnet rewrites each fixture (as it is, and with the other
-// NIfTI version and compression) and writes images made from tensors in every data type; nibabel must read each
-// exactly as mmnet does (nifti_ref.py check); data::Volume / LabelMap conversions keep the axes. Damaged, truncated, foreign and missing files raise io_error naming
-// the file; bad images raise value_error; failed writes leave the destination untouched.
+// NIfTI version and compression) and writes images made from tensors (every data type), a data::Volume and a
+// data::LabelMap; nibabel must read each exactly as mmnet does (nifti_ref.py check). Damaged, truncated, foreign and
+// missing files raise io_error naming the file; bad images raise value_error; failed writes leave the destination
+// untouched; byte changes and cuts anywhere never crash or give wrong .nii.gz data.
 #include <mmnet/io/hdf5.hpp>
 #include <mmnet/io/nifti.hpp>
 
@@ -139,7 +140,8 @@ inline NiftiHeader stored(NiftiHeader h) {
 
 // ---- nibabel -> mmnet ----------------------------------------------------------------------------------------
 
-TEST_CASE_TEMPLATE("nifti: nibabel-written files read with nibabel's values, affine and header fields", T, float, double) {
+TEST_CASE_TEMPLATE("nifti: nibabel-written files read with nibabel's values, affine and header fields", T, float,
+                   double) {
   mmnet::test::Fixture fx("nifti");
   const auto names = mmnet::test::case_names(fx, "data");
   REQUIRE(names.size() == 12);
@@ -161,7 +163,8 @@ TEST_CASE_TEMPLATE("nifti: nibabel-written files read with nibabel's values, aff
     for (int i = 0; i < 7; ++i) CHECK(h.pixdim[i] == pixdim.data[i + 1]);
     const auto want = fx.array(name + "/fields").data;
     const auto got = fields(h);
-    for (std::size_t i = 0; i < want.size(); ++i) CHECK_MESSAGE(same(got[i], want[i]), "field " << i << ": " << got[i] << " vs " << want[i]);
+    for (std::size_t i = 0; i < want.size(); ++i)
+      CHECK_MESSAGE(same(got[i], want[i]), "field " << i << ": " << got[i] << " vs " << want[i]);
     CHECK(h.descrip == text(fx.array(name + "/descrip")));
     CHECK(h.intent_name == text(fx.array(name + "/intent_name")));
     CHECK(h.aux_file == text(fx.array(name + "/aux_file")));
@@ -198,9 +201,12 @@ TEST_CASE_TEMPLATE("nifti: nibabel-written files read with nibabel's values, aff
       for (std::int64_t k = 0; k < nz; ++k)
         for (std::int64_t j = 0; j < ny; ++j)
           for (std::int64_t i = 0; i < nx; ++i) {
-            const double w = data.data[static_cast<std::size_t>(((i * ny + j) * nz + k) * nt + t)];  // nibabel [i,j,k,t]
+            const double w =
+                data.data[static_cast<std::size_t>(((i * ny + j) * nz + k) * nt + t)];         // nibabel [i,j,k,t]
             const std::size_t f = static_cast<std::size_t>(i + nx * (j + ny * (k + nz * t)));  // tensor [t][k][j][i]
-            if (!(img.data[f] == static_cast<T>(w) && tensor[f] == static_cast<T>(w) && img.at(i, j, k, t) == static_cast<T>(w))) ++bad;
+            if (!(img.data[f] == static_cast<T>(w) && tensor[f] == static_cast<T>(w) &&
+                  img.at(i, j, k, t) == static_cast<T>(w)))
+              ++bad;
           }
     CHECK_MESSAGE(bad == 0, bad << " voxels differ from nibabel's get_fdata()");
   }
@@ -319,7 +325,8 @@ void write_and_check(Manifest& m, const std::string& dir, const std::string& nam
   ++*count;
 }
 
-inline NiftiImage<double> tensor_image(const Shape& zyx, NiftiHeader h, const std::function<double(std::size_t)>& value) {
+inline NiftiImage<double> tensor_image(const Shape& zyx, NiftiHeader h,
+                                       const std::function<double(std::size_t)>& value) {
   std::vector<double> v(static_cast<std::size_t>(zyx.numel()));
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = value(i);
   const auto t = Tensor<double, Backend>::from_vector(zyx, v);
@@ -417,8 +424,8 @@ TEST_CASE("nifti: files mmnet writes are read by nibabel with the same data, aff
       const double r = raw(i);
       return scaled ? r * c.slope + c.inter : r;  // exact for these slopes and ranges
     });
-    write_and_check(m, dir, std::string("tensor_") + c.name, std::string("tensor_") + c.name + (c.gz ? ".nii.gz" : ".nii"),
-                    img, img.data, &written);
+    write_and_check(m, dir, std::string("tensor_") + c.name,
+                    std::string("tensor_") + c.name + (c.gz ? ".nii.gz" : ".nii"), img, img.data, &written);
   }
 
   // 3. 4D float32 from float values, qform only with qfac -1, NIfTI-1, written with a data type override.
@@ -460,13 +467,15 @@ TEST_CASE("nifti: files mmnet writes are read by nibabel with the same data, aff
     CHECK(img.header.dims == std::vector<std::int64_t>{5, 4, 3, 2});
     CHECK(img.header.pixdim[0] == 0.6);
     CHECK(img.header.pixdim[2] == 2.5);
-    write_and_check(m, dir, "volume_2ch", "volume_2ch.nii.gz", img, std::vector<double>(vol.data.begin(), vol.data.end()), &written);
+    write_and_check(m, dir, "volume_2ch", "volume_2ch.nii.gz", img,
+                    std::vector<double>(vol.data.begin(), vol.data.end()), &written);
     data::LabelMap labels(3, 4, 5, {2.5, 0.9, 0.6});
     for (std::size_t i = 0; i < labels.data.size(); ++i) labels.data[i] = static_cast<std::uint8_t>(i * 7 % 5);
     labels.data.back() = 255;
     NiftiImage<float> limg = io::image_from_label_map(labels, base);
     CHECK(limg.header.datatype == NiftiDType::uint8);
-    write_and_check(m, dir, "labels", "labels.nii.gz", limg, std::vector<double>(labels.data.begin(), labels.data.end()), &written);
+    write_and_check(m, dir, "labels", "labels.nii.gz", limg,
+                    std::vector<double>(labels.data.begin(), labels.data.end()), &written);
     const data::LabelMap back = io::to_label_map(io::read_nifti<float>(dir + "/labels.nii.gz"));
     CHECK(back.data == labels.data);
     for (int i = 0; i < 3; ++i) CHECK(back.spacing[i] == double(float(labels.spacing[i])));  // NIfTI-1: float32
@@ -534,7 +543,8 @@ TEST_CASE("nifti: integer types round to nearest and refuse values outside their
   bad.header.scl_inter = std::nan("");
   expect_error<value_error>([&] { io::write_nifti(path, bad); }, {path, "scl_inter is not finite"}, "inter");
   untouched();
-  expect_error([&] { io::write_nifti(dir + "/no/such/dir/x.nii", img); }, {dir + "/no/such/dir/x.nii", "cannot create the temporary file"}, "missing dir");
+  expect_error([&] { io::write_nifti(dir + "/no/such/dir/x.nii", img); },
+               {dir + "/no/such/dir/x.nii", "cannot create the temporary file"}, "missing dir");
   expect_error([&] { io::write_nifti(dir + "/x.img", img); }, {dir + "/x.img", ".nii or .nii.gz"}, "extension");
   expect_error([&] { io::write_nifti("", img); }, {"empty file name"}, "empty name");
   untouched();
@@ -558,7 +568,8 @@ TEST_CASE("nifti: damaged, truncated, foreign and missing files raise io_error n
   io::write_nifti(dir + "/v1.nii.gz", img);
   img.header.version = 2;
   io::write_nifti(dir + "/v2.nii", img);
-  const std::string v1 = read_bytes(dir + "/v1.nii"), v1gz = read_bytes(dir + "/v1.nii.gz"), v2 = read_bytes(dir + "/v2.nii");
+  const std::string v1 = read_bytes(dir + "/v1.nii"), v1gz = read_bytes(dir + "/v1.nii.gz"),
+                    v2 = read_bytes(dir + "/v2.nii");
   REQUIRE(v1.size() == 352 + 48);
   REQUIRE(v2.size() == 544 + 48);
 
@@ -653,8 +664,10 @@ TEST_CASE("nifti: damaged, truncated, foreign and missing files raise io_error n
   CHECK(n == 26);
 
   // Missing files, directories, names that are not .nii / .nii.gz.
-  expect_error([&] { io::read_nifti(dir + "/missing.nii"); }, {dir + "/missing.nii", "cannot open the file", "No such file"}, "missing");
-  expect_error([&] { io::read_nifti(dir + "/missing.nii.gz"); }, {dir + "/missing.nii.gz", "No such file"}, "missing gz");
+  expect_error([&] { io::read_nifti(dir + "/missing.nii"); },
+               {dir + "/missing.nii", "cannot open the file", "No such file"}, "missing");
+  expect_error([&] { io::read_nifti(dir + "/missing.nii.gz"); }, {dir + "/missing.nii.gz", "No such file"},
+               "missing gz");
   fs::create_directories(dir + "/folder.nii");
   expect_error([&] { io::read_nifti(dir + "/folder.nii"); }, {dir + "/folder.nii", "is a directory"}, "directory");
   write_bytes(dir + "/data.img", v1);
@@ -694,7 +707,8 @@ TEST_CASE("nifti: byte changes and cuts anywhere give data or io_error, never a 
       const auto back = io::read_nifti<double>(p);
       if (must_fail || (must_be_exact && !same(back.data, intact))) {
         ++wrong;
-        MESSAGE(p << ": " << bytes.size() << " bytes read without error" << (must_fail ? " (a cut file)" : " (wrong data)"));
+        MESSAGE(p << ": " << bytes.size() << " bytes read without error"
+                  << (must_fail ? " (a cut file)" : " (wrong data)"));
       }
       ++read_ok;
     } catch (const io_error& e) {

@@ -395,8 +395,8 @@ inline NiftiHeader parse_header(const std::string& path, GzReader& in, NiftiLayo
   if (vox_offset == 0) vox_offset = min_offset;
   if (!std::isfinite(vox_offset) || vox_offset < static_cast<double>(hsize) || vox_offset > 9.0e15 ||
       vox_offset != std::floor(vox_offset))
-    nifti_fail(path, "vox_offset (where the voxels start) is " + std::to_string(vox_offset) + ", expected a whole number >= " +
-                         std::to_string(hsize) + " (corrupt header)");
+    nifti_fail(path, "vox_offset (where the voxels start) is " + std::to_string(vox_offset) +
+                         ", expected a whole number >= " + std::to_string(hsize) + " (corrupt header)");
   layout.vox_offset = static_cast<std::int64_t>(vox_offset);
   layout.size = dsize;
   std::int64_t n = 1;
@@ -505,8 +505,9 @@ void encode_values(const std::string& path, const T* v, std::size_t n, const Nif
       const bool too_big = sizeof(R) == 8 ? y >= hi : y > hi;
       if (!(y >= lo) || too_big)
         nifti_value_fail(path, "voxel " + std::to_string(i) + " holds " + std::to_string(static_cast<double>(v[i])) +
-                                   ", which is " + std::to_string(x) + " after undoing scl_slope / scl_inter: outside the " +
-                                   nifti_dtype_name(h.datatype) + " range");
+                                   ", which is " + std::to_string(x) +
+                                   " after undoing scl_slope / scl_inter: outside the " + nifti_dtype_name(h.datatype) +
+                                   " range");
       r = static_cast<R>(y);
     } else {
       r = static_cast<R>(x);
@@ -559,7 +560,8 @@ void fill_common(const std::string& path, const NiftiHeader& in, H& h) {
 inline void check_for_writing(const std::string& path, const NiftiHeader& h, std::size_t nvalues) {
   auto bad = [&](const std::string& what) { nifti_value_fail(path, what); };
   if (h.version != 1 && h.version != 2) bad("version is " + std::to_string(h.version) + ", expected 1 or 2");
-  if (h.dims.empty() || h.dims.size() > 7) bad("the image has " + std::to_string(h.dims.size()) + " dimensions, expected 1 to 7");
+  if (h.dims.empty() || h.dims.size() > 7)
+    bad("the image has " + std::to_string(h.dims.size()) + " dimensions, expected 1 to 7");
   std::int64_t n = 1;
   for (std::size_t i = 0; i < h.dims.size(); ++i) {
     const auto d = h.dims[i];
@@ -570,7 +572,8 @@ inline void check_for_writing(const std::string& path, const NiftiHeader& h, std
     n *= d;
   }
   if (static_cast<std::uint64_t>(n) != nvalues)
-    bad("the header's dims hold " + std::to_string(n) + " voxels but the image has " + std::to_string(nvalues) + " values");
+    bad("the header's dims hold " + std::to_string(n) + " voxels but the image has " + std::to_string(nvalues) +
+        " values");
   if (nifti_dtype_size(static_cast<int>(h.datatype)) == 0)
     bad("data type code " + std::to_string(static_cast<int>(h.datatype)) + " is not one mmnet writes");
   auto in_range = [&](const char* what, std::int64_t v, std::int64_t lo, std::int64_t hi) {
@@ -746,7 +749,8 @@ inline NiftiAffine NiftiHeader::qform_affine() const {
   }
   double vox[3] = {pixdim[0], pixdim[1], pixdim[2]};
   for (int i = 0; i < 3; ++i)
-    if (vox[i] < 0) fail("mmnet::io::NiftiHeader::qform_affine", "pixdim[" + std::to_string(i + 1) + "]", ">= 0", vox[i]);
+    if (vox[i] < 0)
+      fail("mmnet::io::NiftiHeader::qform_affine", "pixdim[" + std::to_string(i + 1) + "]", ">= 0", vox[i]);
   vox[2] *= qfac == -1 ? -1.0 : 1.0;
   NiftiAffine out{};
   for (int i = 0; i < 3; ++i)
@@ -795,14 +799,16 @@ inline NiftiHeader read_nifti_header(const std::string& path) {
 // file raises io_error naming it.
 template <class T = double>
 NiftiImage<T> read_nifti(const std::string& path) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "mmnet::io::read_nifti: T must be float or double");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "mmnet::io::read_nifti: T must be float or double");
   std::vector<unsigned char> raw;
   detail::NiftiLayout layout;
   NiftiImage<T> img;
   img.header = detail::read_raw(path, raw, layout);
   const NiftiHeader& h = img.header;
   const std::size_t n = static_cast<std::size_t>(h.nvox());
-  if (layout.swapped && layout.size > 1) nifti_swap_Nbytes(static_cast<int64_t>(n), layout.size, raw.data());  // niftilib
+  if (layout.swapped && layout.size > 1)
+    nifti_swap_Nbytes(static_cast<int64_t>(n), layout.size, raw.data());  // niftilib
   double slope = 1, inter = 0;
   if (h.has_scaling()) {
     if (!std::isfinite(h.scl_inter))
@@ -882,7 +888,8 @@ template <class U>
 data::Volume to_volume(const NiftiImage<U>& image) {
   const auto s = detail::cdhw(image.header, "mmnet::io::to_volume");
   if (static_cast<index_t>(image.data.size()) != s[0] * s[1] * s[2] * s[3])
-    fail<shape_error>("mmnet::io::to_volume", "values for the header's dims", s[0] * s[1] * s[2] * s[3], image.data.size());
+    fail<shape_error>("mmnet::io::to_volume", "values for the header's dims", s[0] * s[1] * s[2] * s[3],
+                      image.data.size());
   data::Volume v(s[0], s[1], s[2], s[3], {image.header.pixdim[2], image.header.pixdim[1], image.header.pixdim[0]});
   std::transform(image.data.begin(), image.data.end(), v.data.begin(), [](U x) { return static_cast<float>(x); });
   return v;
