@@ -20,6 +20,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <type_traits>
 
 #include "../support/mmnet_test.hpp"
 
@@ -483,7 +484,13 @@ TEST_CASE("nifti: files mmnet writes are read by nibabel with the same data, aff
 
   CHECK(written == 2 * 12 + 10 + 2 + 2);
   io::save_state_dict(dir + "/manifest.h5", m.sd, std::map<std::string, std::string>{{"model_name", "nifti_manifest"}});
-  CHECK(nibabel_check(dir) == 0);
+  // nibabel reads them: once, from the cpu executable (the files do not depend on the backend, and the
+  // executables for real GPUs may run on machines without Python).
+  if constexpr (std::is_same_v<Backend, mmnet::cpu>) {
+    CHECK(nibabel_check(dir) == 0);
+  } else {
+    MESSAGE("nibabel check left to the cpu executable");
+  }
 }
 
 // ---- writing: rounding, ranges, atomicity --------------------------------------------------------------------
