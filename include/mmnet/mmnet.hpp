@@ -73,6 +73,7 @@
 
 #include "io/checkpoint.hpp"
 #include "io/hdf5.hpp"
+#include "io/nifti.hpp"
 #include "io/weights.hpp"
 
 #include "data/augment.hpp"
