@@ -1,4 +1,5 @@
-# Dependencies of the header-only library (Debian: xtensor-dev libxsimd-dev xtl-dev libhdf5-dev libthrust-dev).
+# Dependencies of the header-only library (Debian: xtensor-dev libxsimd-dev xtl-dev libhdf5-dev libthrust-dev
+# libnifti2-dev).
 include(GNUInstallDirs)
 find_package(xtl CONFIG REQUIRED)
 find_package(xsimd CONFIG REQUIRED)
@@ -6,6 +7,7 @@ find_package(xtensor CONFIG REQUIRED)
 find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(Threads REQUIRED)
+find_package(NIfTI MODULE REQUIRED)  # cmake/FindNIfTI.cmake: NIfTI::NIfTI (io/nifti.hpp)
 
 # Thrust headers for the g++/OpenMP build of the cuda backend: Debian's libthrust-dev in /usr/include.
 find_path(MMNET_THRUST_INCLUDE_DIR thrust/version.h PATHS /usr/include NO_DEFAULT_PATH)

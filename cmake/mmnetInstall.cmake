@@ -10,4 +10,5 @@ configure_package_config_file(cmake/mmnetConfig.cmake.in ${CMAKE_CURRENT_BINARY_
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/mmnetConfigVersion.cmake
   VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion ARCH_INDEPENDENT)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/mmnetConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/mmnetConfigVersion.cmake
+  cmake/FindNIfTI.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/mmnet)
