@@ -269,7 +269,7 @@ inline Phantom make_mmfnet_like(const PhantomOptions& o, std::uint64_t seed) {
   Generator g(seed);
   const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
   const Spacing sp = o.spacing();
-  const Vec3 fov{D * sp[0], H * sp[1], W * sp[2]};  // field of view in mm; the origin is its centre
+  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};  // field of view in mm; the origin is its centre
   const double jit = o.head_jitter();
 
   // Head and its compartments (fractions of the head's normalised radius).
@@ -362,7 +362,8 @@ inline Phantom make_mmfnet_like(const PhantomOptions& o, std::uint64_t seed) {
   for (index_t z = 0; z < D; ++z)
     for (index_t y = 0; y < H; ++y)
       for (index_t x = 0; x < W; ++x) {
-        const Vec3 pos{(z + 0.5) * sp[0] - 0.5 * fov[0], (y + 0.5) * sp[1] - 0.5 * fov[1], (x + 0.5) * sp[2] - 0.5 * fov[2]};
+        const Vec3 pos{(static_cast<double>(z) + 0.5) * sp[0] - 0.5 * fov[0], (static_cast<double>(y) + 0.5) * sp[1] - 0.5 * fov[1],
+                       (static_cast<double>(x) + 0.5) * sp[2] - 0.5 * fov[2]};
         const double r = head.norm(pos);
         PhantomTissue t = PhantomTissue::air;
         if (r <= 1.0) {
