@@ -408,6 +408,13 @@ TEST_CASE("dataset: errors name the file and the case") {
     CHECK_THROWS_WITH_AS(load_case(ds, 1), Contains("phantom_002_0000.nii.gz"), io_error);
     CHECK_NOTHROW(load_case(ds, 0));
   }
+  SUBCASE("a failed write_phantom_dataset leaves no dataset.json") {
+    fs::remove_all(dir + "/imagesTs");
+    write_text(dir + "/imagesTs", "a file where the folder should be");
+    CHECK_THROWS_WITH_AS(write_phantom_dataset(dir, 2, 1, 5, tiny()), Contains("imagesTs"), io_error);
+    CHECK_FALSE(fs::exists(dir + "/dataset.json"));
+    CHECK_THROWS_WITH_AS(open_dataset(dir), Contains("dataset.json"), io_error);
+  }
   SUBCASE("bad split, index or name") {
     CHECK_THROWS_WITH_AS(ds.cases("validation"), Contains("split"), value_error);
     CHECK_THROWS_WITH_AS(load_case(ds, 2), Contains("case index"), value_error);
