@@ -1,0 +1,432 @@
+// mmnet/data/phantom.hpp: seeded synthetic multi-modal head phantoms with a lesion label, the test data of the
+// pipeline (no public data set matches MMFNet's private T1 / T2 / CET1 nasopharynx scans; there is no PyTorch
+// equivalent, the closest are TorchIO's RandomLabelsToImage / RandomBiasField / RandomNoise).
+//
+// Model (PhantomTask::mmfnet_like), all in millimetres on the (D, H, W) = (z, y, x) grid, centred in the volume:
+//   * head: an ellipsoid (semi-axes 0.42 / 0.44 / 0.38 of the field of view along z / y / x, each and the centre
+//     jittered by up to head_jitter) with nested compartments by normalised radius r: skin (0.92 < r <= 1),
+//     skull (0.84 < r <= 0.92), a CSF layer (0.80 < r <= 0.84), brain (r <= 0.80); two CSF-filled "ventricles"
+//     (ellipsoids mirrored about the head's mid-sagittal plane); `distractors` small elongated enhancing
+//     "vessels" inside the brain.
+//   * lesion: the union of 1..lesion_lobes randomly rotated ellipsoids (main radius uniform in lesion_radius mm,
+//     lobes offset from the main one), its surface deformed by smooth low-frequency cosine noise of relative
+//     amplitude lesion_deformation, centred at a random point inside the brain and clipped to the brain; its
+//     outer shell (the last lesion_rim of the normalised radius) is the enhancing rim.
+//   * tissue intensities (T1, T2, CET1), see phantom_tissue_intensity():
+//       air 0/0/0, skin .85/.55/.85, skull .12/.08/.12, brain .60/.45/.60, CSF .18/.95/.18, vessel .60/.45/1.0,
+//       lesion core .55/.85/.72, lesion rim .55/.80/1.0.
+//     So fusion matters: in T1 the lesion is barely darker than brain (contrast / noise = 1.7 at the default
+//     SNR); in T2 it is bright but the CSF (ventricles, outer layer) is brighter; in CET1 the rim enhances but so do the vessels and
+//     the skin; "bright in T2 and in CET1" singles it out.
+//   * a smooth anatomical texture (shared by all modalities, relative amplitude `texture`), then per modality a
+//     multiplicative bias field b = exp(bias_strength * sum_j a_j cos(2 pi f_j . u + phi_j)) with sum |a_j| = 1,
+//     u the position in fields of view and |f_j| <= 1 cycle per field of view along each axis (so
+//     |log b| <= bias_strength and one voxel step changes log b by at most 2 pi bias_strength / n_axis), then
+//     noise of standard deviation sigma = brain intensity / snr: Rician (magnitude of a complex signal, as MR
+//     magnitude images; air is Rayleigh-distributed, mean 1.25 sigma), Gaussian, or none.
+// Deterministic: one Generator(seed) draws every parameter and then the noise voxel by voxel in a fixed order
+// (single-threaded), so a seed gives bit-identical volumes on a platform (libm's cos / exp may differ in the last
+// place between platforms). A default phantom (24 x 96 x 96 voxels of 4 x 1 x 1 mm) takes ~0.1 s.
+//
+// Options (chained setters as libtorch): PhantomOptions().shape({16, 64, 64}).spacing({4, 1, 1}).snr(10).
+// New tasks (BraTS-like nested regions, single-modality nasopharynx-like, barrier structures) add PhantomTask
+// values and a case to the switches in phantom_modalities(), phantom_labels() and make_phantom().
+#pragma once
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/random.hpp"
+#include "volume.hpp"
+
+namespace mmnet::data {
+
+enum class PhantomTask {
+  mmfnet_like,  // 3 modalities (T1, T2, CET1), labels 0 background, 1 lesion
+};
+enum class PhantomNoise { none, gaussian, rician };
+
+// Tissue classes of the ground-truth tissue map (Phantom::tissues).
+enum class PhantomTissue : std::uint8_t { air = 0, skin, skull, brain, csf, vessel, lesion_core, lesion_rim, count };
+
+inline const char* phantom_task_name(PhantomTask t) {
+  switch (t) {
+    case PhantomTask::mmfnet_like: return "mmfnet_like";
+  }
+  return "?";
+}
+// The modality names of a task, in channel order.
+inline std::vector<std::string> phantom_modalities(PhantomTask t) {
+  switch (t) {
+    case PhantomTask::mmfnet_like: return {"T1", "T2", "CET1"};
+  }
+  fail<value_error>("mmnet::data::phantom_modalities", "task", "a PhantomTask", static_cast<int>(t));
+}
+// The label names of a task, index = label value.
+inline std::vector<std::string> phantom_labels(PhantomTask t) {
+  switch (t) {
+    case PhantomTask::mmfnet_like: return {"background", "lesion"};
+  }
+  fail<value_error>("mmnet::data::phantom_labels", "task", "a PhantomTask", static_cast<int>(t));
+}
+// The noise-free, bias-free intensity of a tissue in a modality of the mmfnet_like task (see the top of the file).
+inline double phantom_tissue_intensity(PhantomTissue tissue, index_t modality) {
+  static constexpr double table[static_cast<int>(PhantomTissue::count)][3] = {
+      {0.00, 0.00, 0.00},  // air
+      {0.85, 0.55, 0.85},  // skin and subcutaneous fat: bright in T1 and CET1
+      {0.12, 0.08, 0.12},  // skull
+      {0.60, 0.45, 0.60},  // brain
+      {0.18, 0.95, 0.18},  // CSF: the brightest in T2
+      {0.60, 0.45, 1.00},  // vessel: enhances in CET1 only
+      {0.55, 0.85, 0.72},  // lesion core: slightly dark in T1, bright in T2, mildly enhancing
+      {0.55, 0.80, 1.00},  // lesion rim: strongly enhancing
+  };
+  return table[static_cast<int>(tissue)][modality];
+}
+
+struct PhantomOptions {
+  PhantomOptions() = default;
+
+  // What to simulate (modalities, structures, labels).
+  PhantomOptions& task(PhantomTask v) { task_ = v; return *this; }
+  // Voxels along (D, H, W); default 24 x 96 x 96 (MMFNet's 16 x 256 x 256 crops scaled down).
+  PhantomOptions& shape(std::array<index_t, 3> v) { shape_ = v; return *this; }
+  // Voxel size in mm along (D, H, W); default (4, 1, 1): anisotropic like MMFNet's (3.5-5.5, 0.5, 0.5) mm.
+  PhantomOptions& spacing(Spacing v) { spacing_ = v; return *this; }
+  // Range [lo, hi] of the main lesion lobe's radius in mm; default [6, 14].
+  PhantomOptions& lesion_radius(double lo, double hi) { lesion_radius_ = {lo, hi}; return *this; }
+  // Maximum number of ellipsoids in the lesion (1..n drawn); default 3.
+  PhantomOptions& lesion_lobes(int v) { lesion_lobes_ = v; return *this; }
+  // Relative amplitude of the smooth surface deformation, in [0, 0.9]; default 0.25.
+  PhantomOptions& lesion_deformation(double v) { lesion_deformation_ = v; return *this; }
+  // Enhancing rim thickness as a fraction of the normalised lesion radius, in [0, 1]; default 0.3.
+  PhantomOptions& lesion_rim(double v) { lesion_rim_ = v; return *this; }
+  // Number of enhancing vessel-like distractors in the brain; default 3.
+  PhantomOptions& distractors(int v) { distractors_ = v; return *this; }
+  // Relative jitter of the head's semi-axes and centre, in [0, 0.2]; default 0.05.
+  PhantomOptions& head_jitter(double v) { head_jitter_ = v; return *this; }
+  // Relative amplitude of the smooth anatomical texture, in [0, 0.5]; default 0.04.
+  PhantomOptions& texture(double v) { texture_ = v; return *this; }
+  // Maximum |log| of the multiplicative bias field, in [0, 2]; default 0.2 (up to +-20%); 0 = no bias.
+  PhantomOptions& bias_strength(double v) { bias_strength_ = v; return *this; }
+  // Noise model; default Rician.
+  PhantomOptions& noise(PhantomNoise v) { noise_ = v; return *this; }
+  // Brain intensity / noise standard deviation per modality (> 0); default 20.
+  PhantomOptions& snr(double v) { snr_ = v; return *this; }
+
+  PhantomTask task() const { return task_; }
+  std::array<index_t, 3> shape() const { return shape_; }
+  Spacing spacing() const { return spacing_; }
+  std::array<double, 2> lesion_radius() const { return lesion_radius_; }
+  int lesion_lobes() const { return lesion_lobes_; }
+  double lesion_deformation() const { return lesion_deformation_; }
+  double lesion_rim() const { return lesion_rim_; }
+  int distractors() const { return distractors_; }
+  double head_jitter() const { return head_jitter_; }
+  double texture() const { return texture_; }
+  double bias_strength() const { return bias_strength_; }
+  PhantomNoise noise() const { return noise_; }
+  double snr() const { return snr_; }
+
+ private:
+  PhantomTask task_ = PhantomTask::mmfnet_like;
+  std::array<index_t, 3> shape_{24, 96, 96};
+  Spacing spacing_{4.0, 1.0, 1.0};
+  std::array<double, 2> lesion_radius_{6.0, 14.0};
+  int lesion_lobes_ = 3;
+  double lesion_deformation_ = 0.25;
+  double lesion_rim_ = 0.3;
+  int distractors_ = 3;
+  double head_jitter_ = 0.05;
+  double texture_ = 0.04;
+  double bias_strength_ = 0.2;
+  PhantomNoise noise_ = PhantomNoise::rician;
+  double snr_ = 20.0;
+};
+
+struct Phantom {
+  std::string name;                     // "phantom_s<seed>" (write_phantom_dataset renames it phantom_001, ...)
+  Volume image;                         // one channel per modality (phantom_modalities(task) order)
+  LabelMap label;                       // 0 background, 1 lesion (phantom_labels(task))
+  LabelMap tissues;                     // ground-truth PhantomTissue per voxel
+  Volume bias;                          // the multiplicative bias field per modality (all 1 without bias)
+  std::vector<std::string> modalities;  // channel names
+  std::vector<std::string> labels;      // label names by value
+};
+
+// A seed for item `index` of a collection made from `seed` (splitmix64 of both): independent streams per case.
+inline std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t index) {
+  auto mix = [](std::uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  return mix(seed ^ mix(index + 0x632BE59BD9B4E019ull));
+}
+
+namespace detail {
+
+using Vec3 = std::array<double, 3>;  // (z, y, x) in mm
+using Mat3 = std::array<Vec3, 3>;
+
+inline double dot3(const Vec3& a, const Vec3& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+
+// A uniformly random rotation (from a normalised Gaussian quaternion); rows are the rotated axes.
+inline Mat3 random_rotation(Generator& g) {
+  double q[4], n = 0;
+  do {
+    n = 0;
+    for (double& v : q) { v = g.normal(); n += v * v; }
+  } while (n < 1e-12);
+  n = std::sqrt(n);
+  const double w = q[0] / n, x = q[1] / n, y = q[2] / n, z = q[3] / n;
+  return Mat3{Vec3{1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)},
+              Vec3{2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)},
+              Vec3{2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)}};
+}
+inline Vec3 random_direction(Generator& g) {
+  Vec3 v;
+  double n = 0;
+  do {
+    n = 0;
+    for (double& c : v) { c = g.normal(); n += c * c; }
+  } while (n < 1e-12);
+  n = std::sqrt(n);
+  for (double& c : v) c /= n;
+  return v;
+}
+
+// An ellipsoid: centre, semi-axes (along the rows of `axes`); norm(p) < 1 inside.
+struct Ellipsoid {
+  Vec3 centre{0, 0, 0}, semi{1, 1, 1};
+  Mat3 axes{Vec3{1, 0, 0}, Vec3{0, 1, 0}, Vec3{0, 0, 1}};
+  double norm(const Vec3& p) const {
+    const Vec3 d{p[0] - centre[0], p[1] - centre[1], p[2] - centre[2]};
+    double s = 0;
+    for (int a = 0; a < 3; ++a) {
+      const double u = dot3(axes[a], d) / semi[a];
+      s += u * u;
+    }
+    return std::sqrt(s);
+  }
+  double max_semi() const { return std::max({semi[0], semi[1], semi[2]}); }
+};
+
+// sum_j a_j cos(2 pi f_j . p + phi_j) with sum |a_j| = 1: a smooth field in [-1, 1].
+struct CosineField {
+  std::vector<Vec3> freq;  // cycles per unit of p
+  std::vector<double> amp, phase;
+  double operator()(const Vec3& p) const {
+    double s = 0;
+    for (std::size_t j = 0; j < freq.size(); ++j) s += amp[j] * std::cos(6.283185307179586 * dot3(freq[j], p) + phase[j]);
+    return s;
+  }
+};
+// `terms` cosines with frequencies drawn per axis uniformly in [-max_freq[a], max_freq[a]].
+inline CosineField random_cosine_field(Generator& g, int terms, const Vec3& max_freq) {
+  CosineField f;
+  double total = 0;
+  for (int j = 0; j < terms; ++j) {
+    f.freq.push_back(Vec3{g.uniform(-max_freq[0], max_freq[0]), g.uniform(-max_freq[1], max_freq[1]),
+                          g.uniform(-max_freq[2], max_freq[2])});
+    f.amp.push_back(g.uniform(0.2, 1.0));
+    f.phase.push_back(g.uniform(0.0, 6.283185307179586));
+    total += f.amp.back();
+  }
+  for (double& a : f.amp) a /= total;
+  return f;
+}
+
+inline void check_phantom_options(const PhantomOptions& o) {
+  const char* who = "mmnet::data::make_phantom";
+  for (int a = 0; a < 3; ++a) {
+    if (o.shape()[a] < 4) fail<value_error>(who, "shape[" + std::to_string(a) + "]", ">= 4 voxels", o.shape()[a]);
+    if (!(o.spacing()[a] > 0 && std::isfinite(o.spacing()[a])))
+      fail<value_error>(who, "spacing[" + std::to_string(a) + "]", "a finite value > 0 mm", o.spacing()[a]);
+  }
+  const auto r = o.lesion_radius();
+  if (!(r[0] > 0 && r[1] >= r[0] && std::isfinite(r[1])))
+    fail<value_error>(who, "lesion_radius", "0 < lo <= hi (mm)", "[" + std::to_string(r[0]) + ", " + std::to_string(r[1]) + "]");
+  if (o.lesion_lobes() < 1) fail<value_error>(who, "lesion_lobes", ">= 1", o.lesion_lobes());
+  if (!(o.lesion_deformation() >= 0 && o.lesion_deformation() <= 0.9))
+    fail<value_error>(who, "lesion_deformation", "a value in [0, 0.9]", o.lesion_deformation());
+  if (!(o.lesion_rim() >= 0 && o.lesion_rim() <= 1)) fail<value_error>(who, "lesion_rim", "a value in [0, 1]", o.lesion_rim());
+  if (o.distractors() < 0) fail<value_error>(who, "distractors", ">= 0", o.distractors());
+  if (!(o.head_jitter() >= 0 && o.head_jitter() <= 0.2)) fail<value_error>(who, "head_jitter", "a value in [0, 0.2]", o.head_jitter());
+  if (!(o.texture() >= 0 && o.texture() <= 0.5)) fail<value_error>(who, "texture", "a value in [0, 0.5]", o.texture());
+  if (!(o.bias_strength() >= 0 && o.bias_strength() <= 2))
+    fail<value_error>(who, "bias_strength", "a value in [0, 2]", o.bias_strength());
+  if (!(o.snr() > 0 && std::isfinite(o.snr()))) fail<value_error>(who, "snr", "a finite value > 0", o.snr());
+}
+
+inline Phantom make_mmfnet_like(const PhantomOptions& o, std::uint64_t seed) {
+  Generator g(seed);
+  const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
+  const Spacing sp = o.spacing();
+  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};  // field of view in mm; the origin is its centre
+  const double jit = o.head_jitter();
+
+  // Head and its compartments (fractions of the head's normalised radius).
+  Ellipsoid head;
+  const Vec3 head_frac{0.42, 0.44, 0.38};
+  for (int a = 0; a < 3; ++a) {
+    head.semi[a] = head_frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
+    head.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
+  }
+  constexpr double skin_in = 0.92, skull_in = 0.84, brain_out = 0.80;
+  Vec3 brain_semi;
+  for (int a = 0; a < 3; ++a) brain_semi[a] = head.semi[a] * brain_out;
+
+  // Ventricles: two ellipsoids mirrored about x = head centre, slightly anterior (+y) of the centre.
+  Ellipsoid ventricle[2];
+  {
+    const double s = g.uniform(0.85, 1.15);
+    const Vec3 semi{0.30 * brain_semi[0] * s, 0.32 * brain_semi[1] * s, 0.11 * brain_semi[2] * s};
+    const double off_x = 0.16 * brain_semi[2] * g.uniform(0.9, 1.1), off_y = 0.08 * brain_semi[1] * g.uniform(-1.0, 1.0);
+    for (int k = 0; k < 2; ++k) {
+      ventricle[k].semi = semi;
+      ventricle[k].centre = Vec3{head.centre[0], head.centre[1] + off_y, head.centre[2] + (k ? off_x : -off_x)};
+    }
+  }
+
+  // Lesion: lobes around a centre inside the brain.
+  const double r_main = g.uniform(o.lesion_radius()[0], o.lesion_radius()[1]);
+  const double amp = o.lesion_deformation();
+  Vec3 lesion_centre;
+  {
+    // Keep the main lobe's centre at a normalised brain radius where a lesion of r_main mostly fits.
+    const double min_brain = std::min({brain_semi[0], brain_semi[1], brain_semi[2]});
+    const double max_r = std::clamp(1.0 - r_main / min_brain, 0.0, 0.7);
+    const Vec3 dir = random_direction(g);
+    const double rad = max_r * std::cbrt(g.uniform());  // uniform in the ball of radius max_r
+    for (int a = 0; a < 3; ++a) lesion_centre[a] = head.centre[a] + brain_semi[a] * rad * dir[a];
+  }
+  std::vector<Ellipsoid> lobes;
+  const int n_lobes = 1 + static_cast<int>(g.integer(static_cast<std::uint64_t>(o.lesion_lobes())));
+  for (int k = 0; k < n_lobes; ++k) {
+    Ellipsoid e;
+    e.axes = random_rotation(g);
+    const double r = k == 0 ? r_main : r_main * g.uniform(0.4, 0.75);
+    for (int a = 0; a < 3; ++a) e.semi[a] = r * g.uniform(0.7, 1.3);
+    e.centre = lesion_centre;
+    if (k > 0) {
+      const Vec3 dir = random_direction(g);
+      const double dist = r_main * g.uniform(0.4, 0.9);
+      for (int a = 0; a < 3; ++a) e.centre[a] += dist * dir[a];
+    }
+    lobes.push_back(e);
+  }
+  // Deformation: wavelengths of about one to three lesion diameters.
+  const double fmax = 1.0 / (2.0 * r_main);
+  const CosineField deform = random_cosine_field(g, 5, Vec3{fmax, fmax, fmax});
+  double lesion_reach = 0;  // beyond this distance from lesion_centre no voxel is lesion
+  for (const auto& e : lobes) {
+    double d = 0;
+    for (int a = 0; a < 3; ++a) d += (e.centre[a] - lesion_centre[a]) * (e.centre[a] - lesion_centre[a]);
+    lesion_reach = std::max(lesion_reach, std::sqrt(d) + e.max_semi() / (1.0 - amp));
+  }
+
+  // Enhancing vessel-like distractors: thin elongated ellipsoids inside the brain.
+  std::vector<Ellipsoid> vessels;
+  for (int k = 0; k < o.distractors(); ++k) {
+    Ellipsoid e;
+    e.axes = random_rotation(g);
+    e.semi = Vec3{g.uniform(1.5, 2.5), g.uniform(1.5, 2.5), g.uniform(8.0, 16.0)};
+    const Vec3 dir = random_direction(g);
+    const double rad = 0.75 * std::cbrt(g.uniform());
+    for (int a = 0; a < 3; ++a) e.centre[a] = head.centre[a] + brain_semi[a] * rad * dir[a];
+    vessels.push_back(e);
+  }
+
+  // Smooth fields: texture (wavelengths >= ~12 mm), bias per modality (<= 1 cycle per field of view).
+  const CosineField texture = random_cosine_field(g, 6, Vec3{1.0 / 12.0, 1.0 / 12.0, 1.0 / 12.0});
+  const index_t M = 3;
+  std::vector<CosineField> bias_fields;
+  for (index_t m = 0; m < M; ++m) bias_fields.push_back(random_cosine_field(g, 4, Vec3{1.0, 1.0, 1.0}));
+
+  Phantom p;
+  p.name = "phantom_s" + std::to_string(seed);
+  p.modalities = phantom_modalities(o.task());
+  p.labels = phantom_labels(o.task());
+  p.image = Volume(M, D, H, W, sp);
+  p.bias = Volume(M, D, H, W, sp);
+  p.label = LabelMap(D, H, W, sp);
+  p.tissues = LabelMap(D, H, W, sp);
+  const double rim_from = 1.0 - o.lesion_rim();
+  for (index_t z = 0; z < D; ++z)
+    for (index_t y = 0; y < H; ++y)
+      for (index_t x = 0; x < W; ++x) {
+        const Vec3 pos{(static_cast<double>(z) + 0.5) * sp[0] - 0.5 * fov[0], (static_cast<double>(y) + 0.5) * sp[1] - 0.5 * fov[1],
+                       (static_cast<double>(x) + 0.5) * sp[2] - 0.5 * fov[2]};
+        const double r = head.norm(pos);
+        PhantomTissue t = PhantomTissue::air;
+        if (r <= 1.0) {
+          t = r > skin_in    ? PhantomTissue::skin
+              : r > skull_in ? PhantomTissue::skull
+              : r > brain_out ? PhantomTissue::csf
+                              : PhantomTissue::brain;
+          if (t == PhantomTissue::brain) {  // everything below lies inside the brain
+            if (ventricle[0].norm(pos) <= 1.0 || ventricle[1].norm(pos) <= 1.0) t = PhantomTissue::csf;
+            for (const auto& e : vessels)
+              if (e.norm(pos) <= 1.0) t = PhantomTissue::vessel;
+            double d2 = 0;
+            for (int a = 0; a < 3; ++a) d2 += (pos[a] - lesion_centre[a]) * (pos[a] - lesion_centre[a]);
+            if (d2 <= lesion_reach * lesion_reach) {
+              double s = std::numeric_limits<double>::infinity();
+              for (const auto& e : lobes) s = std::min(s, e.norm(pos));
+              const Vec3 rel{pos[0] - lesion_centre[0], pos[1] - lesion_centre[1], pos[2] - lesion_centre[2]};
+              s += amp * deform(rel);
+              if (s <= 1.0) t = s > rim_from ? PhantomTissue::lesion_rim : PhantomTissue::lesion_core;
+            }
+          }
+        }
+        const index_t v = (z * H + y) * W + x;
+        p.tissues.data[static_cast<std::size_t>(v)] = static_cast<std::uint8_t>(t);
+        p.label.data[static_cast<std::size_t>(v)] =
+            (t == PhantomTissue::lesion_core || t == PhantomTissue::lesion_rim) ? 1 : 0;
+        const double tex = t == PhantomTissue::air ? 1.0 : 1.0 + o.texture() * texture(pos);
+        const Vec3 u{pos[0] / fov[0], pos[1] / fov[1], pos[2] / fov[2]};
+        for (index_t m = 0; m < M; ++m) {
+          const double b = o.bias_strength() > 0 ? std::exp(o.bias_strength() * bias_fields[static_cast<std::size_t>(m)](u)) : 1.0;
+          p.bias.data[static_cast<std::size_t>(m * D * H * W + v)] = static_cast<float>(b);
+          p.image.data[static_cast<std::size_t>(m * D * H * W + v)] = static_cast<float>(phantom_tissue_intensity(t, m) * tex * b);
+        }
+      }
+
+  // Noise last, voxel by voxel in (modality, z, y, x) order.
+  if (o.noise() != PhantomNoise::none) {
+    for (index_t m = 0; m < M; ++m) {
+      const double sigma = phantom_tissue_intensity(PhantomTissue::brain, m) / o.snr();
+      float* c = p.image.channel(m);
+      for (index_t i = 0; i < D * H * W; ++i) {
+        const double s = c[i];
+        if (o.noise() == PhantomNoise::gaussian) {
+          c[i] = static_cast<float>(s + sigma * g.normal());
+        } else {
+          const double re = s + sigma * g.normal(), im = sigma * g.normal();
+          c[i] = static_cast<float>(std::sqrt(re * re + im * im));
+        }
+      }
+    }
+  }
+  return p;
+}
+
+}  // namespace detail
+
+// A phantom drawn from `seed` (see the top of this file). Invalid options raise value_error naming the option.
+inline Phantom make_phantom(const PhantomOptions& options, std::uint64_t seed) {
+  detail::check_phantom_options(options);
+  switch (options.task()) {
+    case PhantomTask::mmfnet_like: return detail::make_mmfnet_like(options, seed);
+  }
+  fail<value_error>("mmnet::data::make_phantom", "task", "a PhantomTask", static_cast<int>(options.task()));
+}
+
+}  // namespace mmnet::data

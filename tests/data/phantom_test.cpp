@@ -1,0 +1,314 @@
+// Synthetic multi-modal head phantoms (data/phantom.hpp): options and their checks, shape and spacing, bit-exact
+// determinism per seed, a lesion of plausible size inside the brain, the designed per-modality contrast (T1 barely
+// darker, T2 brighter, CET1 enhancing), the claim that no single modality separates the lesion by a threshold while
+// T2 and CET1 together do, a smooth bounded bias field, and the noise level. Host-only code: the same checks run
+// in every backend's executable.
+#include <mmnet/data/phantom.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../support/mmnet_test.hpp"
+
+namespace phantom_test {
+
+using namespace mmnet;
+using namespace mmnet::data;
+
+// A smaller grid with the default field of view (96 x 96 x 96 mm), to keep the suite fast at -O1.
+inline PhantomOptions small() { return PhantomOptions().shape({12, 48, 40}).spacing({8.0, 2.0, 2.4}); }
+
+inline bool same_bytes(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+inline bool is_lesion(std::uint8_t t) {
+  return t == static_cast<std::uint8_t>(PhantomTissue::lesion_core) || t == static_cast<std::uint8_t>(PhantomTissue::lesion_rim);
+}
+inline std::size_t count_tissue(const Phantom& p, PhantomTissue t) {
+  return static_cast<std::size_t>(std::count(p.tissues.data.begin(), p.tissues.data.end(), static_cast<std::uint8_t>(t)));
+}
+// Mean of channel m over the voxels where pred(tissue) holds.
+template <class Pred>
+double mean_where(const Phantom& p, index_t m, Pred pred) {
+  double s = 0;
+  std::size_t n = 0;
+  const float* c = p.image.channel(m);
+  for (std::size_t i = 0; i < p.tissues.data.size(); ++i)
+    if (pred(p.tissues.data[i])) {
+      s += c[i];
+      ++n;
+    }
+  return n ? s / static_cast<double>(n) : 0.0;
+}
+inline double dice(const std::vector<char>& pred, const std::vector<std::uint8_t>& truth) {
+  double inter = 0, a = 0, b = 0;
+  for (std::size_t i = 0; i < pred.size(); ++i) {
+    inter += (pred[i] && truth[i]) ? 1 : 0;
+    a += pred[i] ? 1 : 0;
+    b += truth[i] ? 1 : 0;
+  }
+  return a + b > 0 ? 2 * inter / (a + b) : 1.0;
+}
+// The best Dice any one-sided threshold (v > t or v < t) on channel m reaches.
+inline double best_threshold_dice(const Phantom& p, index_t m) {
+  const float* c = p.image.channel(m);
+  std::vector<float> values(c, c + p.image.voxels());
+  std::sort(values.begin(), values.end());
+  values.erase(std::unique(values.begin(), values.end()), values.end());
+  double best = 0;
+  std::vector<char> pred(values.size() ? p.label.data.size() : 0);
+  const std::size_t step = std::max<std::size_t>(1, values.size() / 400);
+  for (std::size_t k = 0; k < values.size(); k += step) {
+    const float t = values[k];
+    for (int above = 0; above < 2; ++above) {
+      for (std::size_t i = 0; i < pred.size(); ++i) pred[i] = above ? c[i] >= t : c[i] <= t;
+      best = std::max(best, dice(pred, p.label.data));
+    }
+  }
+  return best;
+}
+
+TEST_CASE("phantom: shape, spacing, modalities and labels") {
+  const Phantom p = make_phantom(PhantomOptions(), 1);
+  CHECK(p.image.channels == 3);
+  CHECK(p.image.depth == 24);
+  CHECK(p.image.height == 96);
+  CHECK(p.image.width == 96);
+  CHECK(p.image.spacing == Spacing{4.0, 1.0, 1.0});
+  CHECK(p.label.depth == 24);
+  CHECK(p.label.height == 96);
+  CHECK(p.label.width == 96);
+  CHECK(p.label.spacing == Spacing{4.0, 1.0, 1.0});
+  CHECK(p.tissues.voxels() == p.label.voxels());
+  CHECK(p.bias.shape() == p.image.shape());
+  CHECK(p.modalities == std::vector<std::string>{"T1", "T2", "CET1"});
+  CHECK(p.labels == std::vector<std::string>{"background", "lesion"});
+  CHECK(p.name == "phantom_s1");
+  CHECK(*std::max_element(p.label.data.begin(), p.label.data.end()) == 1);
+
+  // Other grids: the head keeps its size in mm (it fills the same fraction of the field of view).
+  const Phantom q = make_phantom(PhantomOptions().shape({10, 30, 28}).spacing({3.0, 0.8, 0.7}), 1);
+  CHECK(q.image.shape() == Shape{3, 10, 30, 28});
+  CHECK(q.label.spacing == Spacing{3.0, 0.8, 0.7});
+  const double head_fraction_p = 1.0 - static_cast<double>(count_tissue(p, PhantomTissue::air)) / static_cast<double>(p.label.voxels());
+  const double head_fraction_q = 1.0 - static_cast<double>(count_tissue(q, PhantomTissue::air)) / static_cast<double>(q.label.voxels());
+  CHECK(head_fraction_p == doctest::Approx(head_fraction_q).epsilon(0.1));
+  CHECK(head_fraction_p > 0.2);
+  CHECK(head_fraction_p < 0.6);
+  // Air stays air (~0) in every modality without noise.
+  const Phantom clean = make_phantom(small().noise(PhantomNoise::none), 2);
+  for (index_t m = 0; m < 3; ++m)
+    CHECK(mean_where(clean, m, [](std::uint8_t t) { return t == 0; }) == 0.0);
+}
+
+TEST_CASE("phantom: bit-identical for a seed, different for another") {
+  const PhantomOptions o = small();
+  const Phantom a = make_phantom(o, 42), b = make_phantom(o, 42), c = make_phantom(o, 43);
+  CHECK(same_bytes(a.image.data, b.image.data));
+  CHECK(same_bytes(a.bias.data, b.bias.data));
+  CHECK(a.label.data == b.label.data);
+  CHECK(a.tissues.data == b.tissues.data);
+  CHECK_FALSE(same_bytes(a.image.data, c.image.data));
+  CHECK_FALSE(a.label.data == c.label.data);
+  // Each modality is noisy on its own (different draws), and the bias fields differ between modalities.
+  CHECK_FALSE(std::equal(a.bias.channel(0), a.bias.channel(0) + a.bias.voxels(), a.bias.channel(1)));
+  for (int s = 0; s < 3; ++s) {
+    const std::uint64_t d = derive_seed(7, static_cast<std::uint64_t>(s));
+    CHECK(d == derive_seed(7, static_cast<std::uint64_t>(s)));
+    CHECK(d != derive_seed(8, static_cast<std::uint64_t>(s)));
+    CHECK(d != derive_seed(7, static_cast<std::uint64_t>(s + 1)));
+  }
+}
+
+TEST_CASE("phantom: the lesion lies in the brain with a plausible size, larger radii give larger lesions") {
+  double small_total = 0, large_total = 0;
+  for (std::uint64_t seed = 0; seed < 10; ++seed) {
+    const Phantom p = make_phantom(small(), seed);
+    const double voxel_mm3 = 8.0 * 2.0 * 2.4;
+    std::size_t lesion = 0, mismatched = 0, at_border = 0;
+    for (std::size_t i = 0; i < p.label.data.size(); ++i) {
+      mismatched += (p.label.data[i] == 1) != is_lesion(p.tissues.data[i]);
+      lesion += p.label.data[i];
+    }
+    CHECK(mismatched == 0);
+    const std::size_t brain_total = lesion + count_tissue(p, PhantomTissue::brain) + count_tissue(p, PhantomTissue::vessel);
+    const double volume = static_cast<double>(lesion) * voxel_mm3;
+    INFO("seed " << seed << ": lesion " << lesion << " voxels, " << volume << " mm3");
+    // Radius 6..14 mm, semi-axes x 0.7..1.3, surface moved by <= 25%: more than a 3 mm ball, less than 50 ml.
+    CHECK(volume > 4.0 / 3.0 * 3.14159 * 27.0);
+    CHECK(volume < 50000.0);
+    CHECK(static_cast<double>(lesion) < 0.5 * static_cast<double>(brain_total));
+    CHECK(count_tissue(p, PhantomTissue::lesion_core) > 0);
+    CHECK(count_tissue(p, PhantomTissue::lesion_rim) > 0);
+    CHECK(count_tissue(p, PhantomTissue::csf) > 0);
+    // The lesion never reaches the border of the volume (it lies inside the head).
+    for (index_t z = 0; z < p.label.depth; ++z)
+      for (index_t y = 0; y < p.label.height; ++y)
+        for (index_t x = 0; x < p.label.width; ++x)
+          if (p.label.at(z, y, x))
+            at_border += !(z > 0 && z + 1 < p.label.depth && y > 0 && y + 1 < p.label.height && x > 0 && x + 1 < p.label.width);
+    CHECK(at_border == 0);
+    const Phantom small_lesion = make_phantom(small().lesion_radius(4.0, 5.0), seed);
+    const Phantom large_lesion = make_phantom(small().lesion_radius(12.0, 14.0), seed);
+    small_total += static_cast<double>(std::count(small_lesion.label.data.begin(), small_lesion.label.data.end(), 1));
+    large_total += static_cast<double>(std::count(large_lesion.label.data.begin(), large_lesion.label.data.end(), 1));
+  }
+  CHECK(small_total > 0);
+  CHECK(large_total > 4 * small_total);  // radius 12..14 mm lesions are larger than 4..5 mm ones
+  // One lobe without deformation is a (rotated) ellipsoid: still present.
+  const Phantom e = make_phantom(small().lesion_lobes(1).lesion_deformation(0.0), 3);
+  CHECK(std::count(e.label.data.begin(), e.label.data.end(), 1) > 0);
+}
+
+TEST_CASE("phantom: lesion / brain contrast per modality as designed") {
+  auto lesion = [](std::uint8_t t) { return is_lesion(t); };
+  auto brain = [](std::uint8_t t) { return t == static_cast<std::uint8_t>(PhantomTissue::brain); };
+  SUBCASE("noise-free, bias-free, texture-free: the tissue table") {
+    const Phantom p = make_phantom(small().noise(PhantomNoise::none).bias_strength(0).texture(0), 5);
+    const double r_t1 = mean_where(p, 0, lesion) / mean_where(p, 0, brain);
+    const double r_t2 = mean_where(p, 1, lesion) / mean_where(p, 1, brain);
+    const double r_ce = mean_where(p, 2, lesion) / mean_where(p, 2, brain);
+    CHECK(r_t1 == doctest::Approx(0.55 / 0.60).epsilon(1e-6));
+    CHECK(r_t2 >= 0.80 / 0.45 - 1e-6);
+    CHECK(r_t2 <= 0.85 / 0.45 + 1e-6);
+    CHECK(r_ce >= 0.72 / 0.60 - 1e-6);
+    CHECK(r_ce <= 1.00 / 0.60 + 1e-6);
+    CHECK(r_t2 > r_ce);
+    std::size_t off_table = 0;
+    for (std::size_t i = 0; i < p.tissues.data.size(); ++i) {
+      const auto t = static_cast<PhantomTissue>(p.tissues.data[i]);
+      for (index_t m = 0; m < 3; ++m) off_table += p.image.channel(m)[i] != static_cast<float>(phantom_tissue_intensity(t, m));
+    }
+    CHECK(off_table == 0);
+  }
+  SUBCASE("default noise, bias and texture: the same ordering on average") {
+    double r[3] = {0, 0, 0};
+    const int seeds = 6;
+    for (int s = 0; s < seeds; ++s) {
+      const Phantom p = make_phantom(small(), static_cast<std::uint64_t>(100 + s));
+      for (index_t m = 0; m < 3; ++m) r[m] += mean_where(p, m, lesion) / mean_where(p, m, brain) / seeds;
+    }
+    INFO("lesion / brain: T1 " << r[0] << ", T2 " << r[1] << ", CET1 " << r[2]);
+    CHECK(r[0] > 0.8);
+    CHECK(r[0] < 1.0);
+    CHECK(r[2] > 1.2);
+    CHECK(r[1] > r[2]);
+  }
+}
+
+TEST_CASE("phantom: no single-modality threshold separates the lesion, T2 and CET1 together do") {
+  for (std::uint64_t seed = 0; seed < 3; ++seed) {
+    const Phantom p = make_phantom(small().noise(PhantomNoise::none).bias_strength(0), seed);
+    for (index_t m = 0; m < 3; ++m) {
+      const double d = best_threshold_dice(p, m);
+      INFO("seed " << seed << ", modality " << p.modalities[static_cast<std::size_t>(m)] << ": best threshold Dice " << d);
+      CHECK(d < 0.9);
+    }
+    std::vector<char> both(p.label.data.size());
+    for (std::size_t i = 0; i < both.size(); ++i) both[i] = p.image.channel(1)[i] > 0.7f && p.image.channel(2)[i] > 0.65f;
+    CHECK(dice(both, p.label.data) == 1.0);
+  }
+}
+
+TEST_CASE("phantom: the bias field is smooth, bounded and optional") {
+  const double s = 0.3;
+  const Phantom p = make_phantom(small().bias_strength(s), 9);
+  const index_t n[3] = {p.bias.depth, p.bias.height, p.bias.width};
+  for (index_t m = 0; m < 3; ++m) {
+    double lo = 1e9, hi = -1e9, step[3] = {0, 0, 0};
+    for (index_t z = 0; z < n[0]; ++z)
+      for (index_t y = 0; y < n[1]; ++y)
+        for (index_t x = 0; x < n[2]; ++x) {
+          const double l = std::log(static_cast<double>(p.bias.at(m, z, y, x)));
+          lo = std::min(lo, l);
+          hi = std::max(hi, l);
+          if (z + 1 < n[0]) step[0] = std::max(step[0], std::abs(std::log(static_cast<double>(p.bias.at(m, z + 1, y, x))) - l));
+          if (y + 1 < n[1]) step[1] = std::max(step[1], std::abs(std::log(static_cast<double>(p.bias.at(m, z, y + 1, x))) - l));
+          if (x + 1 < n[2]) step[2] = std::max(step[2], std::abs(std::log(static_cast<double>(p.bias.at(m, z, y, x + 1))) - l));
+        }
+    INFO("modality " << m << ": log bias in [" << lo << ", " << hi << "], steps " << step[0] << " " << step[1] << " " << step[2]);
+    CHECK(lo >= -s - 1e-6);
+    CHECK(hi <= s + 1e-6);
+    CHECK(hi - lo > 0.05 * s);  // not constant
+    for (int a = 0; a < 3; ++a) CHECK(step[a] <= 2 * 3.141592653589793 * s / static_cast<double>(n[a]) + 1e-6);
+  }
+  // The image is the clean image times the bias field.
+  const Phantom clean = make_phantom(small().bias_strength(0).noise(PhantomNoise::none), 9);
+  const Phantom biased = make_phantom(small().bias_strength(s).noise(PhantomNoise::none), 9);
+  CHECK(std::all_of(clean.bias.data.begin(), clean.bias.data.end(), [](float v) { return v == 1.0f; }));
+  double worst = 0;
+  for (std::size_t i = 0; i < clean.image.data.size(); ++i)
+    worst = std::max(worst, std::abs(static_cast<double>(biased.image.data[i]) -
+                                     static_cast<double>(clean.image.data[i]) * biased.bias.data[i]));
+  CHECK(worst < 1e-6);
+  CHECK(clean.label.data == biased.label.data);
+}
+
+TEST_CASE("phantom: noise level follows snr") {
+  auto brain = [](std::uint8_t t) { return t == static_cast<std::uint8_t>(PhantomTissue::brain); };
+  auto air = [](std::uint8_t t) { return t == 0; };
+  for (double snr : {10.0, 40.0}) {
+    const Phantom g = make_phantom(small().noise(PhantomNoise::gaussian).snr(snr).bias_strength(0).texture(0), 11);
+    for (index_t m = 0; m < 3; ++m) {
+      const double mu = phantom_tissue_intensity(PhantomTissue::brain, m), sigma = mu / snr;
+      double s = 0, s2 = 0, n = 0;
+      for (std::size_t i = 0; i < g.tissues.data.size(); ++i)
+        if (brain(g.tissues.data[i])) {
+          const double v = g.image.channel(m)[i];
+          s += v;
+          s2 += v * v;
+          n += 1;
+        }
+      const double mean = s / n, sd = std::sqrt(s2 / n - mean * mean);
+      CHECK(mean == doctest::Approx(mu).epsilon(0.01));
+      CHECK(sd == doctest::Approx(sigma).epsilon(0.1));
+      CHECK(std::abs(mean_where(g, m, air)) < 0.1 * sigma);
+    }
+    // Rician: air is Rayleigh distributed, mean sigma sqrt(pi / 2), never negative.
+    const Phantom r = make_phantom(small().snr(snr), 11);
+    for (index_t m = 0; m < 3; ++m) {
+      const double sigma = phantom_tissue_intensity(PhantomTissue::brain, m) / snr;
+      CHECK(mean_where(r, m, air) == doctest::Approx(sigma * std::sqrt(3.141592653589793 / 2)).epsilon(0.1));
+    }
+    CHECK(*std::min_element(r.image.data.begin(), r.image.data.end()) >= 0.0f);
+  }
+}
+
+TEST_CASE("phantom: invalid options name the option") {
+  using doctest::Contains;
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().shape({24, 2, 96}), 0), Contains("shape[1]"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().spacing({4.0, 0.0, 1.0}), 0), Contains("spacing[1]"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().spacing({std::nan(""), 1.0, 1.0}), 0), Contains("spacing[0]"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().lesion_radius(5, 3), 0), Contains("lesion_radius"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().lesion_radius(0, 3), 0), Contains("lesion_radius"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().lesion_lobes(0), 0), Contains("lesion_lobes"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().lesion_deformation(1.0), 0), Contains("lesion_deformation"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().lesion_rim(1.5), 0), Contains("lesion_rim"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().distractors(-1), 0), Contains("distractors"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().head_jitter(0.5), 0), Contains("head_jitter"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().texture(-0.1), 0), Contains("texture"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().bias_strength(3), 0), Contains("bias_strength"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().snr(0), 0), Contains("snr"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions().task(static_cast<PhantomTask>(7)), 0), Contains("task"), value_error);
+  // Getters return what the setters stored.
+  const auto o = PhantomOptions().shape({8, 9, 10}).spacing({2, 3, 4}).lesion_radius(1, 2).lesion_lobes(2).snr(5)
+                     .noise(PhantomNoise::gaussian).bias_strength(0.1).texture(0.2).head_jitter(0.1).distractors(0)
+                     .lesion_rim(0.5).lesion_deformation(0.1);
+  CHECK(o.shape() == std::array<index_t, 3>{8, 9, 10});
+  CHECK(o.spacing() == Spacing{2, 3, 4});
+  CHECK(o.lesion_radius() == std::array<double, 2>{1, 2});
+  CHECK(o.lesion_lobes() == 2);
+  CHECK(o.snr() == 5);
+  CHECK(o.noise() == PhantomNoise::gaussian);
+  CHECK(o.bias_strength() == 0.1);
+  CHECK(o.texture() == 0.2);
+  CHECK(o.head_jitter() == 0.1);
+  CHECK(o.distractors() == 0);
+  CHECK(o.lesion_rim() == 0.5);
+  CHECK(o.lesion_deformation() == 0.1);
+  CHECK(o.task() == PhantomTask::mmfnet_like);
+}
+
+}  // namespace phantom_test
