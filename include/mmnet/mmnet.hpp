@@ -78,8 +78,10 @@
 
 #include "data/augment.hpp"
 #include "data/crop.hpp"
+#include "data/dataset.hpp"
 #include "data/loader.hpp"
 #include "data/normalize.hpp"
+#include "data/phantom.hpp"
 #include "data/sampler.hpp"
 #include "data/volume.hpp"
 

@@ -103,7 +103,7 @@ TEST_CASE("dataset: a phantom data set round-trips exactly") {
   for (const Want w : {Want{"train", 0, 1}, Want{"train", 1, 2}, Want{"test", 0, 101}}) {
     INFO(w.split << " case " << w.index);
     const Phantom p = make_phantom(tiny(), derive_seed(5, static_cast<std::uint64_t>(w.number)));
-    const Case c = load_case(ds, w.index, w.split);
+    const LoadedCase c = load_case(ds, w.index, w.split);
     CHECK(c.name == phantom_case_name(w.number));
     CHECK(c.image.shape() == Shape{3, 6, 20, 18});
     CHECK(c.image.spacing == as_float(tiny().spacing()));  // NIfTI-1 stores pixdim as float32
@@ -117,7 +117,7 @@ TEST_CASE("dataset: a phantom data set round-trips exactly") {
     const auto a = c.reference.affine(), want = make_reference_header(p.image).affine();
     for (int r = 0; r < 4; ++r)
       for (int k = 0; k < 4; ++k) CHECK(a[r][k] == doctest::Approx(want[r][k]).epsilon(1e-6));
-    const Case by_name = load_case(ds, c.name, w.split);
+    const LoadedCase by_name = load_case(ds, c.name, w.split);
     CHECK(by_name.image.data == c.image.data);
     CHECK(by_name.label->data == c.label->data);
   }
@@ -164,7 +164,7 @@ TEST_CASE("dataset: dataset.json follows the MSD / nnU-Net v1 format") {
 TEST_CASE("dataset: predictions written with the reference header keep the case's geometry") {
   const std::string dir = fresh("predictions");
   const Dataset ds = open_dataset(dir);
-  const Case c = load_case(ds, 0);
+  const LoadedCase c = load_case(ds, 0);
   LabelMap pred(c.image.depth, c.image.height, c.image.width);
   for (std::size_t i = 0; i < pred.data.size(); ++i) pred.data[i] = static_cast<std::uint8_t>(i % 3);
   const std::string out = dir + "/pred_001.nii.gz";
@@ -185,7 +185,7 @@ TEST_CASE("dataset: predictions written with the reference header keep the case'
     j["training"].push_back({{"image", "./imagesTr/doubled.nii.gz"}, {"label", "./labelsTr/doubled.nii.gz"}});
     j["numTraining"] = 3;
   });
-  const Case d = load_case(open_dataset(dir), "doubled");
+  const LoadedCase d = load_case(open_dataset(dir), "doubled");
   CHECK(d.image.data == twice.data);
   CHECK(d.label->data == c.label->data);
   // Shape mismatches with the reference are refused before anything is written.
@@ -198,7 +198,7 @@ TEST_CASE("dataset: predictions written with the reference header keep the case'
 TEST_CASE("dataset: an original MSD case stored as one 4D file") {
   const std::string dir = fresh("four_d");
   const Dataset ds = open_dataset(dir);
-  const Case c = load_case(ds, 0);
+  const LoadedCase c = load_case(ds, 0);
   io::NiftiImage<float> img;
   img.header = c.reference;
   img.header.dims = {18, 20, 6, 3};
@@ -210,7 +210,7 @@ TEST_CASE("dataset: an original MSD case stored as one 4D file") {
   });
   const Dataset ds4 = open_dataset(dir);
   CHECK(ds4.cases("train")[2].four_d);
-  const Case m = load_case(ds4, "msd_001");
+  const LoadedCase m = load_case(ds4, "msd_001");
   CHECK(m.image.data == c.image.data);
   CHECK(m.image.spacing == c.image.spacing);
   CHECK(m.label->data == c.label->data);
@@ -243,7 +243,7 @@ for f in sys.argv[2:]:
 json.dump(res, open(sys.argv[1], "w"))
 )");
   const Dataset ds = open_dataset(dir);
-  const Case c = load_case(ds, 1);
+  const LoadedCase c = load_case(ds, 1);
   const auto& dc = ds.cases("train")[1];
   std::string cmd = "'" + python + "' '" + script + "' '" + out + "'";
   for (const auto& f : dc.images) cmd += " '" + f + "'";
@@ -334,7 +334,7 @@ TEST_CASE("dataset: errors name the file and the case") {
   }
   const std::string dir = fresh("err_case");
   const Dataset ds = open_dataset(dir);
-  const Case c = load_case(ds, 0);
+  const LoadedCase c = load_case(ds, 0);
   const std::string f1 = image_file(dir, "phantom_001", 1);
   auto rewrite = [&](const std::string& path, const std::function<void(io::NiftiImage<float>&)>& edit) {
     io::NiftiImage<float> img = io::read_nifti<float>(path);

@@ -81,7 +81,7 @@ struct Dataset {
 };
 
 // A loaded case.
-struct Case {
+struct LoadedCase {
   std::string name;
   Volume image;                    // (C, D, H, W) = (modality, nz, ny, nx), spacing (dz, dy, dx)
   std::optional<LabelMap> label;   // when the case has a label file
@@ -338,10 +338,10 @@ inline Dataset open_dataset(const std::string& dir) {
 }
 
 // Reads and checks one case (see the top of this file).
-inline Case load_case(const Dataset& ds, const DatasetCase& dc) {
+inline LoadedCase load_case(const Dataset& ds, const DatasetCase& dc) {
   const char* who = "mmnet::data::load_case";
   const index_t M = ds.num_modalities();
-  Case out;
+  LoadedCase out;
   out.name = dc.name;
   std::vector<io::NiftiImage<float>> imgs;
   for (const auto& f : dc.images) imgs.push_back(detail::read_case_file(dc.name, f));
@@ -379,10 +379,10 @@ inline Case load_case(const Dataset& ds, const DatasetCase& dc) {
   }
   return out;
 }
-inline Case load_case(const Dataset& ds, const std::string& case_name, const std::string& split = "train") {
+inline LoadedCase load_case(const Dataset& ds, const std::string& case_name, const std::string& split = "train") {
   return load_case(ds, ds.find(case_name, split));
 }
-inline Case load_case(const Dataset& ds, index_t index, const std::string& split = "train") {
+inline LoadedCase load_case(const Dataset& ds, index_t index, const std::string& split = "train") {
   const auto& cs = ds.cases(split);
   if (index < 0 || index >= static_cast<index_t>(cs.size()))
     fail<value_error>("mmnet::data::load_case", "case index of split " + split,
