@@ -13,7 +13,8 @@
 //       one training step (zero_grad, forward, loss, backward, Adam step lr 1e-3) and an eval-mode forward.
 //       mmfnet: soft Dice on the sigmoid output (the loss of mmfnet::Trainer, spec §3), input N x M x D x H x W.
 //       tiny (models::TinyNet, 2 input channels, width --width): soft Dice on sigmoid(logits) + BCE with logits
-//       (tests/reference/tiny_net_ref.py). peak_rss_mb is this process's getrusage ru_maxrss: one case a process.
+//       (tests/reference/tiny_net_ref.py). peak_rss_mb is this process's peak RSS (VmHWM; getrusage's ru_maxrss as
+//       ru_maxrss_mb): one case a process.
 //
 // Every time is the median (and the minimum) of R >= 1 runs after one untimed warm-up run (default R 5).
 // Inputs are N(0, 1) from Generator(--seed), targets Bernoulli(0.3).
@@ -24,6 +25,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -119,10 +121,36 @@ inline mmnet::Tensor<float, mmnet::cpu> bernoulli_tensor(const mmnet::Shape& s, 
   return mmnet::Tensor<float, mmnet::cpu>::from_vector(s, v);
 }
 
-inline double peak_rss_mb() {
+// Peak resident set size of this process in MB: VmHWM of /proc/self/status, the high-water mark of this
+// program's own address space. getrusage's ru_maxrss (also reported) is the fallback: on Linux it starts at the
+// parent's RSS at fork time, so a child of a big process (bench/compare.py with torch loaded) inherits it.
+inline double ru_maxrss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux: kilobytes
+}
+
+// A "VmXXX:" line of /proc/self/status in MB, or -1 when unavailable.
+inline double proc_status_mb(const char* key) {
+  double mb = -1;
+  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    const std::size_t n = std::strlen(key);
+    while (std::fgets(line, sizeof line, f)) {
+      long long kb = 0;
+      if (std::strncmp(line, key, n) == 0 && std::sscanf(line + n, ": %lld kB", &kb) == 1) {
+        mb = static_cast<double>(kb) / 1024.0;
+        break;
+      }
+    }
+    std::fclose(f);
+  }
+  return mb;
+}
+
+inline double peak_rss_mb() {
+  const double hwm = proc_status_mb("VmHWM");
+  return hwm >= 0 ? hwm : ru_maxrss_mb();
 }
 
 inline void apply_threads(int threads) {
@@ -216,18 +244,20 @@ struct BenchTrainArgs {
 };
 
 inline void print_train_step(const BenchTrainArgs& a, const std::string& config, const std::vector<index_t>& input_shape,
-                             index_t params, const Timing& step, const Timing& infer, double loss) {
+                             index_t params, const Timing& step, const Timing& infer, double loss, double start_rss) {
   JsonLine j;
   j.add("bench", "train_step").add("impl", "mmnet").add("model", a.model).add("config", config);
   j.add("batch", a.batch).add("shape", std::vector<index_t>(input_shape.begin() + 2, input_shape.end()));
   j.add("input_shape", input_shape).add("threads", mmnet::get_num_threads()).add("repeats", a.repeats);
   j.add("params", params).add("train_step_s", step.median).add("train_step_min_s", step.min);
-  j.add("infer_s", infer.median).add("infer_min_s", infer.min).add("peak_rss_mb", peak_rss_mb()).add("last_loss", loss);
+  j.add("infer_s", infer.median).add("infer_min_s", infer.min).add("peak_rss_mb", peak_rss_mb());
+  j.add("ru_maxrss_mb", ru_maxrss_mb()).add("start_rss_mb", start_rss).add("last_loss", loss);
   j.print();
 }
 
 inline int run_bench_train_step(const BenchTrainArgs& a) {
   using namespace mmnet;
+  const double start_rss = proc_status_mb("VmRSS");  // the program before any model or data
   apply_threads(a.threads);
   check_repeats(a.repeats);
   if (a.batch < 1) throw cli_error("--batch: expected >= 1, got " + std::to_string(a.batch));
@@ -257,7 +287,7 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
     });
     net.eval();
     const Timing infer = time_runs(a.repeats, [] {}, [&] { net.forward(x); });
-    print_train_step(a, a.config, xs.to_vector(), net.num_parameters(), step, infer, loss);
+    print_train_step(a, a.config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
     return 0;
   }
   if (a.model == "tiny") {
@@ -283,7 +313,7 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
     net.eval();
     const Timing infer = time_runs(a.repeats, [] {}, [&] { sigmoid.forward(net.forward(x)); });
     print_train_step(a, "width" + std::to_string(a.width), xs.to_vector(), net.num_parameters(),
-                     step, infer, loss);
+                     step, infer, loss, start_rss);
     return 0;
   }
   throw cli_error("--model: unknown model '" + a.model + "' (known: mmfnet, tiny)");
