@@ -127,6 +127,17 @@ def run_json(cmd, threads):
 
 # ---- PyTorch side ----------------------------------------------------------------------------------------
 
+def torch_kernel(f):
+    """Which ATen convolution the forward f() ran (one untimed call under the profiler): "oneDNN"
+    (mkldnn_convolution), "native" (slow_conv3d: vol2col + GEMM, what PyTorch 1.13's heuristic picks at batch 1
+    when N*C*D*H <= 20480 and for 1x1x1 kernels on one thread) or "?". The backward passes use the same choice."""
+    from torch.profiler import profile
+    with profile() as prof:
+        f()
+    keys = " ".join(e.key for e in prof.key_averages())
+    return "oneDNN" if "mkldnn" in keys else "native" if "slow_conv" in keys else "?"
+
+
 def torch_conv(case, batch, threads, repeats):
     import torch
     import torch.nn.functional as F
@@ -151,10 +162,12 @@ def torch_conv(case, batch, threads, repeats):
         def bwd_weight():
             torch.nn.grad.conv3d_weight(x, w.shape, dy, **conv)
 
-        times = {name: timed(repeats, f) for name, f in (("fwd", fwd), ("bwd_data", bwd_data), ("bwd_weight", bwd_weight))}
+        passes = (("fwd", fwd), ("bwd_data", bwd_data), ("bwd_weight", bwd_weight))
+        times = {name: timed(repeats, f) for name, f in passes}
+        kernel = torch_kernel(fwd)  # the backward passes go through the same choice (ATen select_conv_backend)
     flops = 2.0 * y.numel() * cin * math.prod(g["kernel"])
     r = {"bench": "conv3d", "impl": "torch", "case": conv_label(case), "batch": batch, "threads": threads,
-         "repeats": repeats, "out_shape": list(y.shape[2:]), "gflop": flops * 1e-9}
+         "repeats": repeats, "out_shape": list(y.shape[2:]), "gflop": flops * 1e-9, "kernel": kernel}
     for name, (med, mn) in times.items():
         r[f"{name}_s"] = med
         r[f"{name}_min_s"] = mn
@@ -320,8 +333,8 @@ def markdown(results, args):
     if conv:
         out += ["### conv3d (float32, GFLOP/s; FLOPs = 2 · out_numel · Cin · kvol per pass)", "",
                 "| case | N | T | fwd mmnet | fwd torch | fwd ratio | bwd-data mmnet | bwd-data torch | bwd-data ratio "
-                "| bwd-weight mmnet | bwd-weight torch | bwd-weight ratio |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| bwd-weight mmnet | bwd-weight torch | bwd-weight ratio | torch kernel |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in conv:
             m, t = r["mmnet"], r["torch"]
             cells = [r["label"], str(r["batch"]), str(r["threads"])]
@@ -331,6 +344,7 @@ def markdown(results, args):
                     continue
                 tm, tt = sec(m, p, args), sec(t, p, args)
                 cells += [fmt(m["gflop"] / tm), fmt(t["gflop"] / tt), fmt(ratio(tm, tt), 2)]
+            cells.append(t.get("kernel", "?"))
             out.append("| " + " | ".join(cells) + " |")
         out += ["", "Geometric mean of the speed ratios:", "", "| T | fwd | bwd-data | bwd-weight |", "|---|---|---|---|"]
         for th in sorted({r["threads"] for r in conv}):
