@@ -1,23 +1,17 @@
 #!/usr/bin/env bash
-# Benchmarks mmnet against PyTorch (Debian python3-torch) on the same machine in the same run, and prints
-# time ratios (mmnet / PyTorch: below 1 means mmnet is faster). Usage: bash bench/run.sh [THREADS]
+# Benchmarks mmnet against PyTorch (Debian python3-torch) on this machine, in one run: builds a Release `mmnet`
+# CLI (no tests, no CUDA, -march=native) and runs bench/compare.py, which times every case with `mmnet bench`
+# and with PyTorch, interleaved, and prints a markdown table of ratios (docs/performance.md explains it).
+#
+#   bash bench/run.sh [compare.py options]     e.g. --quick, --threads 1, --stat min
+#
+# Environment: MMNET_BUILD_DIR (default build-bench). Results: $MMNET_BUILD_DIR/bench_compare.{md,jsonl}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
-threads="${1:-$(nproc)}"
 build="${MMNET_BUILD_DIR:-build-bench}"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DMMNET_BUILD_BENCH=ON -DMMNET_BUILD_TESTS=OFF -DMMNET_WITH_CUDA=OFF >/dev/null
-cmake --build "$build" -j"$(nproc)" --target mmnet_bench
-"$build/bench/mmnet_bench" --threads "$threads" | tee "$build/mmnet.jsonl"
-/usr/bin/python3 bench/torch_bench.py --threads "$threads" | tee "$build/torch.jsonl"
-/usr/bin/python3 - "$build/mmnet.jsonl" "$build/torch.jsonl" <<'PY'
-import json, sys
-m = [json.loads(l) for l in open(sys.argv[1])]
-t = [json.loads(l) for l in open(sys.argv[2])]
-print(f"{'benchmark':<48} {'mmnet s':>10} {'torch s':>10} {'ratio':>7}")
-for a, b in zip(m, t):
-    for key in ("fwd_s", "bwd_s", "step_s"):
-        if key in a:
-            name = f"{a['bench']} {a['case']} {key[:-2]}"
-            print(f"{name:<48} {a[key]:>10.4f} {b[key]:>10.4f} {a[key] / b[key]:>7.2f}")
-PY
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DMMNET_BUILD_TESTS=OFF -DMMNET_BUILD_EXAMPLES=OFF \
+      -DMMNET_BUILD_APPS=ON -DMMNET_WITH_CUDA=OFF >/dev/null
+cmake --build "$build" -j"$(nproc)" --target mmnet_cli
+/usr/bin/python3 bench/compare.py --build-dir "$build" --markdown "$build/bench_compare.md" \
+    --jsonl "$build/bench_compare.jsonl" "$@"

@@ -7,6 +7,9 @@
 //       eval-mode inference on dataset `input` (N x M x D x H x W) of X.h5; writes the sigmoid probabilities
 //       (N x 1 x D x H x W, float32) as dataset `output` of Y.h5
 //
+//   mmnet bench conv3d ... | mmnet bench train-step ...
+//       timings as JSON lines (apps/mmnet/bench.hpp; bench/compare.py compares them with PyTorch)
+//
 // Every failure (missing file or dataset, wrong rank or channel count, weights that do not fit, bad option)
 // is one line on stderr and exit code 2.
 #include <CLI/CLI.hpp>
@@ -22,72 +25,12 @@
 #include <mmnet/io/weights.hpp>
 #include <mmnet/mmfnet.hpp>
 
+#include "bench.hpp"
+#include "cli_common.hpp"
+
 namespace {
 
-constexpr int exit_error = 2;
-
-// A usage or input problem: reported as one line, exit code 2.
-struct cli_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-const std::map<std::string, mmnet::MMFNetOptions (*)()>& mmfnet_presets() {
-  static const std::map<std::string, mmnet::MMFNetOptions (*)()> presets{
-      {"paper", &mmnet::MMFNetOptions::paper},
-      {"tiny", &mmnet::MMFNetOptions::tiny},
-      {"single-modality", &mmnet::MMFNetOptions::single_modality},
-      {"base-mmfnet", &mmnet::MMFNetOptions::base_mmfnet},
-      {"multi-mlp", &mmnet::MMFNetOptions::multi_mlp},
-      {"std-channel-only", &mmnet::MMFNetOptions::std_channel_only},
-      {"std-spatial-only", &mmnet::MMFNetOptions::std_spatial_only},
-      {"two-modality", &mmnet::MMFNetOptions::two_modality},
-      {"merge-baseline", &mmnet::MMFNetOptions::merge_baseline},
-      {"input-level", &mmnet::MMFNetOptions::input_level},
-  };
-  return presets;
-}
-
-std::vector<std::string> preset_names() {
-  std::vector<std::string> n;
-  for (auto& p : mmfnet_presets()) n.push_back(p.first);
-  return n;
-}
-
-mmnet::MMFNetOptions options_for(const std::string& model, const std::string& config) {
-  if (model != "mmfnet") throw cli_error("unknown model '" + model + "' (known: mmfnet)");
-  auto it = mmfnet_presets().find(config);
-  if (it == mmfnet_presets().end()) throw cli_error("unknown mmfnet config '" + config + "'");
-  return it->second();
-}
-
-std::string shape_str(const std::vector<mmnet::index_t>& s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? " x " : "") + std::to_string(s[i]);
-  return out;
-}
-
-// "DxHxW" -> {D, H, W}, each a positive integer.
-std::vector<mmnet::index_t> parse_shape(const std::string& text) {
-  std::vector<mmnet::index_t> dims;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t x = text.find_first_of("xX", start);
-    const std::string part = text.substr(start, x == std::string::npos ? std::string::npos : x - start);
-    std::size_t used = 0;
-    long long v = -1;
-    try {
-      v = std::stoll(part, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (part.empty() || used != part.size() || v < 1) throw cli_error("--shape: expected DxHxW with positive integers, got '" + text + "'");
-    dims.push_back(static_cast<mmnet::index_t>(v));
-    if (x == std::string::npos) break;
-    start = x + 1;
-  }
-  if (dims.size() != 3) throw cli_error("--shape: expected 3 sizes DxHxW, got " + std::to_string(dims.size()) + " in '" + text + "'");
-  return dims;
-}
+using namespace mmnet_cli;
 
 // ---- info ------------------------------------------------------------------------------------------------
 
@@ -248,6 +191,10 @@ int main(int argc, char** argv) {
   fwd->add_option("--threads", fa.threads, "Threads (0: OpenMP's default)")->capture_default_str();
   fwd->add_option("--seed", fa.seed, "Seed of the default initialisation")->capture_default_str();
 
+  BenchConvArgs bca;
+  BenchTrainArgs bta;
+  const BenchCommands bench = add_bench_commands(app, bca, bta);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -260,6 +207,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (*info) return run_info(info_model, info_config, info_shape);
+    if (*bench.conv3d) return run_bench_conv3d(bca);
+    if (*bench.train_step) return run_bench_train_step(bta);
     return run_forward(fa);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mmnet: %s\n", one_line(e.what()).c_str());

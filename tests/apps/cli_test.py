@@ -3,7 +3,7 @@
     cli_test.py <path to bin/mmnet> <work dir> [case ...]
     cli_test.py <path to bin/mmnet> <work dir> weights <path to examples/mmfnet_train_tiny>
 
-Cases: info, forward, errors (default: all); weights (loads the file the example saves). Each failure is printed; the exit status is the number of failures.
+Cases: info, forward, errors, bench (default: all); weights (loads the file the example saves). Each failure is printed; the exit status is the number of failures.
 """
 import os
 import subprocess
@@ -162,7 +162,49 @@ def case_weights(example):
     check(rc == 2 and len(se.strip().splitlines()) == 1, "tiny weights into the paper config: exit 2, one line")
 
 
-cases = {"info": case_info, "forward": case_forward, "errors": case_errors}
+def bench_json(args, what):
+    """Runs `mmnet bench ...`; checks exit 0 and exactly one JSON object on stdout, returns it ({} on failure)."""
+    import json
+    rc, out, err = run("bench", *args)
+    lines = out.strip().splitlines()
+    try:
+        obj = json.loads(lines[0]) if rc == 0 and len(lines) == 1 else None
+    except ValueError:
+        obj = None
+    check(obj is not None, f"{what}: exit 0 and one JSON line ({err.strip()})")
+    return obj or {}
+
+
+def case_bench():
+    # conv3d: the three passes timed, positive rates; output extents follow stride, padding and dilation.
+    small = ["--cin", "2", "--cout", "3", "--shape", "4x6x5", "--batch", "2", "--threads", "1", "--repeats", "1"]
+    for extra, out_shape in (([], [4, 6, 5]), (["--stride", "2"], [2, 3, 3]),
+                             (["--dilation", "2", "--padding", "2"], [4, 6, 5]), (["--stride", "1,2,1"], [4, 3, 5])):
+        r = bench_json(["conv3d", *small, "--kernel", "3", *extra], f"bench conv3d {' '.join(extra)}")
+        keys = ("fwd_s", "bwd_data_s", "bwd_weight_s", "fwd_gflops", "bwd_data_gflops", "bwd_weight_gflops")
+        check(all(isinstance(r.get(k), (int, float)) and r[k] > 0 for k in keys), f"bench conv3d {extra}: {keys} > 0")
+        check(r.get("out_shape") == out_shape and r.get("threads") == 1,
+              f"bench conv3d {extra}: out_shape {out_shape} (got {r.get('out_shape')}), threads 1")
+    r = bench_json(["conv3d", *small, "--kernel", "1,3,3"], "bench conv3d --kernel 1,3,3")
+    check(r.get("padding") == [0, 1, 1] and r.get("out_shape") == [4, 6, 5], "bench conv3d: default padding kernel / 2")
+    check(abs(r.get("gflop", 0) - 2 * 2 * 3 * 4 * 6 * 5 * 2 * 9 * 1e-9) < 1e-15, "bench conv3d: FLOPs 2 out_numel Cin kvol")
+    # train-step: both models, one process each; the parameter counts of the models.
+    for model, params in ((["--model", "mmfnet", "--config", "tiny", "--shape", "4x8x8"], 24152),
+                          (["--model", "tiny", "--shape", "3x5x4"], 381)):
+        r = bench_json(["train-step", *model, "--batch", "1", "--threads", "1", "--repeats", "1"], f"bench {model}")
+        keys = ("train_step_s", "infer_s", "peak_rss_mb")
+        check(all(isinstance(r.get(k), (int, float)) and r[k] > 0 for k in keys) and r.get("params") == params,
+              f"bench train-step {model[1]}: {keys} > 0, params {params} (got {r.get('params')})")
+    for args, what in ((["conv3d", *small, "--kernel", "0"], "kernel 0"),
+                       (["conv3d", *small, "--kernel", "3,3"], "two kernel sizes"),
+                       (["conv3d", *small, "--kernel", "7", "--padding", "0"], "kernel larger than the input"),
+                       (["conv3d", "--cin", "2", "--cout", "3", "--shape", "4x6", "--kernel", "3"], "shape 4x6"),
+                       (["train-step", "--model", "mmfnet", "--config", "tiny", "--shape", "4x8x6"], "shape not a multiple of 4"),
+                       (["train-step", "--model", "unet"], "unknown model")):
+        one_line_error(["bench", *args], f"bench {what}")
+
+
+cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "bench": case_bench}
 os.makedirs(WORK, exist_ok=True)
 if sys.argv[3:4] == ["weights"]:
     case_weights(sys.argv[4])
