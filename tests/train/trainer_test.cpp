@@ -138,6 +138,24 @@ train::TrainerOptions small_run(const std::string& dir, int epochs) {
   return train::TrainerOptions().epochs(epochs).iterations_per_epoch(3).output_dir(dir);
 }
 
+// A deep-supervision-shaped model: forward returns two outputs, backward takes their gradients.
+template <class T>
+struct TwoOutputs : Module<T, Backend> {
+  using tensor = Tensor<T, Backend>;
+  Net<T> net;
+  explicit TwoOutputs(Generator& g) : net(models::TinyNetOptions(2).width(3), g) {}
+  void members(Members<T, Backend>& m) override { m("net", net); }
+  std::vector<tensor> forward(const tensor& x) {
+    const tensor z = net.forward(x);
+    return {z, z.clone()};
+  }
+  tensor backward(const std::vector<tensor>& g) {
+    tensor d = g[0].clone();
+    add_(d, g[1]);
+    return net.backward(d);
+  }
+};
+
 int g_test_handler_calls = 0;
 void test_sigint_handler(int) { ++g_test_handler_calls; }
 
@@ -220,6 +238,46 @@ TEST_CASE_TEMPLATE("the trainer's loop equals a hand-written one bit for bit (cl
   CHECK(r.history[1].iteration == 6);
   CHECK(a.net.is_training());
   CHECK(a.log.str().empty());  // progress off
+}
+
+TEST_CASE("a model with several outputs: the loss step takes and returns their type") {
+  using T = double;
+  using tensor = TestTensor<T>;
+  using Model = TwoOutputs<T>;
+  static_assert(std::is_same_v<train::Trainer<Model>::output_type, std::vector<tensor>>);
+  auto run = [](bool by_hand) {
+    Generator g(11);
+    Model m(g);
+    optim::SGD<T, Backend> opt(m.parameters(), optim::SGDOptions(0.1).momentum(0.9));
+    losses::BCEWithLogits<T, Backend> full, half;
+    auto step = [&](const std::vector<tensor>& z, const tensor& y) {
+      train::LossStep<T, Backend, std::vector<tensor>> s;
+      s.loss = static_cast<double>(full.forward(z[0], y)) + 0.5 * static_cast<double>(half.forward(z[1], y));
+      s.grad = {full.backward(), half.backward(T(0.5))};
+      return s;
+    };
+    const auto batch = [](int e, int it) {
+      auto b = Setup<T>::fixed_val_batch();
+      scale_(b.input, T(1 + 0.1 * e + 0.01 * it));
+      return b;
+    };
+    if (by_hand) {
+      for (int e = 0; e < 2; ++e)
+        for (int it = 0; it < 2; ++it) {
+          const auto b = batch(e, it);
+          opt.zero_grad();
+          m.backward(step(m.forward(b.input), b.target).grad);
+          opt.step();
+        }
+    } else {
+      train::Trainer<Model> t(m, opt, step, train::TrainerOptions().epochs(2).iterations_per_epoch(2).progress(train::ProgressMode::off));
+      const auto r = t.fit(batch);
+      CHECK(r.history.size() == 2);
+      CHECK(std::isfinite(r.history[1].train_loss));
+    }
+    return m.state_dict();
+  };
+  trainer_identical(run(false), run(true), "two-output model");
 }
 
 TEST_CASE_TEMPLATE("2 epochs straight equal 1 epoch + resume in a fresh trainer + 1 epoch, bit for bit", T, float, double) {
@@ -502,6 +560,12 @@ TEST_CASE("log.csv and curves.svg") {
   CHECK(ticks.front() >= 0.03);
   CHECK(ticks.back() <= 0.97);
   CHECK(train::history_detail::nice_ticks(1, 1).empty());
+  CHECK(train::history_detail::nice_ticks(1, 2, 6, 1.0) == std::vector<double>{1, 2});  // whole epochs
+  CHECK(train::history_detail::nice_ticks(1, 300, 6, 1.0) == std::vector<double>{50, 100, 150, 200, 250, 300});
+  const auto unit = train::history_detail::nice_ticks(0, 1, 5);
+  REQUIRE(unit.size() == 6);
+  CHECK(train::history_detail::tick_label(unit[3]) == "0.6");
+  CHECK(unit[5] == 1);
   // a training run writes both, plus last.h5 and best.h5
   const std::string run_dir = trainer_dir("files");
   Setup<double> run(false, small_run(run_dir, 2));

@@ -89,16 +89,19 @@ inline void write_text_atomic(const std::string& path, const std::string& text) 
   }
 }
 
-// Tick positions: ~target steps of 1, 2 or 5 times a power of ten covering [lo, hi].
-inline std::vector<double> nice_ticks(double lo, double hi, int target = 5) {
+// Tick positions in [lo, hi]: multiples of a step of 1, 2 or 5 times a power of ten (at least min_step) giving
+// about target intervals.
+inline std::vector<double> nice_ticks(double lo, double hi, int target = 5, double min_step = 0) {
   std::vector<double> t;
   if (!(hi > lo) || !std::isfinite(lo) || !std::isfinite(hi)) return t;
   const double raw = (hi - lo) / target;
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   const double r = raw / mag;
-  const double step = (r < 1.5 ? 1 : r < 3.5 ? 2 : r < 7.5 ? 5 : 10) * mag;
-  for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step)
+  const double step = std::max(min_step, (r < 1.5 ? 1 : r < 3.5 ? 2 : r < 7.5 ? 5 : 10) * mag);
+  for (double k = std::ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k += 1) {
+    const double v = k * step;  // a multiple, not a running sum: no drift
     t.push_back(std::abs(v) < step * 1e-9 ? 0.0 : v);
+  }
   return t;
 }
 
@@ -142,9 +145,7 @@ inline void panel(std::ostringstream& svg, double x0, double y0, double w, doubl
                   x0, py(t), x0 + w, py(t), x0 - 6, py(t) + 4);
     svg << buf << tick_label(t) << "</text>\n";
   }
-  std::vector<double> xt = nice_ticks(xmin, xmax);
-  xt.erase(std::remove_if(xt.begin(), xt.end(), [](double v) { return v != std::floor(v); }), xt.end());
-  for (double t : xt) {
+  for (double t : nice_ticks(xmin, xmax, 6, 1.0)) {  // whole epochs
     std::snprintf(buf, sizeof buf,
                   "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#000\"/>"
                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">",
@@ -155,9 +156,9 @@ inline void panel(std::ostringstream& svg, double x0, double y0, double w, doubl
                 "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#000\"/>\n"
                 "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\">epoch</text>\n"
                 "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 %.1f %.1f)\">",
-                x0, y0, w, h, x0 + w / 2, y0 + h + 36, x0 - 48, y0 + h / 2, x0 - 48, y0 + h / 2);
+                x0, y0, w, h, x0 + w / 2, y0 + h + 36, x0 - 58, y0 + h / 2, x0 - 58, y0 + h / 2);
   svg << buf << xml_escape(ylabel) << "</text>\n";
-  double ly = y0 + 16;
+  double lx = x0;  // the legend: one row under the axis label, clear of the data
   for (auto& s : series) {
     if (s.points.size() == 1) {
       std::snprintf(buf, sizeof buf, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"2.5\" fill=\"%s\"/>\n", px(s.points[0].first),
@@ -174,9 +175,9 @@ inline void panel(std::ostringstream& svg, double x0, double y0, double w, doubl
     std::snprintf(buf, sizeof buf,
                   "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>"
                   "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">",
-                  x0 + w - 130, ly, x0 + w - 110, ly, s.color.c_str(), x0 + w - 104, ly + 4);
+                  lx, y0 + h + 58, lx + 20, y0 + h + 58, s.color.c_str(), lx + 26, y0 + h + 62);
     svg << buf << xml_escape(s.label) << "</text>\n";
-    ly += 16;
+    lx += 130;
   }
   if (marker && std::isfinite(marker->second)) {
     std::snprintf(buf, sizeof buf, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"5\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\"/>\n",
@@ -284,9 +285,9 @@ inline std::string format_svg(const std::vector<EpochRecord>& records, const std
   if (!metric.points.empty()) metrics.push_back(metric);
   std::ostringstream svg;
   svg << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1000\" height=\"420\" viewBox=\"0 0 1000 420\" "
+         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1000\" height=\"440\" viewBox=\"0 0 1000 440\" "
          "font-family=\"sans-serif\">\n"
-         "<rect width=\"1000\" height=\"420\" fill=\"#fff\"/>\n";
+         "<rect width=\"1000\" height=\"440\" fill=\"#fff\"/>\n";
   history_detail::panel(svg, 80, 50, 380, 300, "Loss", "loss", max_epoch, losses,
                         metrics.empty() ? loss_mark : std::nullopt);
   history_detail::panel(svg, 580, 50, 380, 300, "Validation " + metric_name, metric_name, max_epoch, metrics, metric_mark);

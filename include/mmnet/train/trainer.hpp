@@ -62,11 +62,12 @@ struct Batch {
   Tensor<T, Backend> input, target;
 };
 
-// What a loss step returns: the loss value and dL/dlogits.
-template <class T, class Backend>
+// What a loss step returns: the loss value and dL/dlogits. Grad is the type of the model's forward() output:
+// a tensor, or e.g. std::vector<tensor> for a deep-supervision model (losses::DeepSupervision's backward()).
+template <class T, class Backend, class Grad = Tensor<T, Backend>>
 struct LossStep {
   double loss = 0;
-  Tensor<T, Backend> grad;
+  Grad grad;
 };
 
 // A loss step from a mmnet loss (T forward(logits, target); tensor backward()), e.g. losses::BCEWithLogits or
@@ -245,7 +246,8 @@ inline bool exists(const std::string& p) {
 
 }  // namespace trainer_detail
 
-// Trains Model (a mmnet::Module<T, Backend> with tensor forward(x) and tensor backward(dlogits)) with any
+// Trains Model (a mmnet::Module<T, Backend> with forward(x) and backward(d output): output = tensor, or any
+// type the loss step takes and returns a gradient of, e.g. std::vector<tensor> for deep supervision) with any
 // optimizer built on model.parameters(). The model, optimizer, scheduler and tracked generators are held by
 // reference: they must outlive the trainer and stay in place. The model is left in train mode.
 template <class Model, class T = typename Model::value_type, class Backend = typename Model::backend_type>
@@ -256,11 +258,14 @@ class Trainer {
  public:
   using tensor = Tensor<T, Backend>;
   using batch_type = Batch<T, Backend>;
+  // What model.forward(input) returns (tensor for a plain segmentation network).
+  using output_type = std::decay_t<decltype(std::declval<Model&>().forward(std::declval<const tensor&>()))>;
+  using loss_step_type = LossStep<T, Backend, output_type>;
   // (epoch, iteration) -> that step's batch (0-based; after a resume the first call continues where the
   // interrupted run stopped).
   using BatchSource = std::function<batch_type(int epoch, int iteration)>;
   // (logits, target) -> (loss, dL/dlogits).
-  using LossFn = std::function<LossStep<T, Backend>(const tensor& logits, const tensor& target)>;
+  using LossFn = std::function<loss_step_type(const output_type& logits, const tensor& target)>;
   // Called once per epoch with the model in eval mode.
   using ValidationFn = std::function<ValidationResult(Model& model)>;
 
@@ -458,8 +463,8 @@ class Trainer {
       while (iteration_ < iterations && !stop) {
         const batch_type b = batches(epoch_, iteration_);
         optimizer_.zero_grad();
-        const tensor logits = model_.forward(b.input);
-        const LossStep<T, Backend> s = loss_(logits, b.target);
+        const output_type logits = model_.forward(b.input);
+        const loss_step_type s = loss_(logits, b.target);
         if (!std::isfinite(s.loss))
           fail<value_error>(who("fit"), "training loss", "a finite value", s.loss,
                             "epoch " + std::to_string(epoch_) + ", iteration " + std::to_string(iteration_));
