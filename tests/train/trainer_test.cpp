@@ -16,6 +16,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -426,6 +427,50 @@ TEST_CASE_TEMPLATE("SIGINT stops after the current iteration, saves a consistent
   std::raise(SIGINT);  // reaches the test's handler: nothing of the trainer's is left installed
   CHECK(g_test_handler_calls == 1);
   g_test_handler_calls = 0;
+}
+
+TEST_CASE_TEMPLATE("no validation, SGD + per-epoch PolyLR, request_stop() mid-epoch: the resumed run is exact", T, float, double) {
+  struct Run {
+    Generator init{3}, data{8};
+    Net<T> net{models::TinyNetOptions(2).width(3), init};
+    optim::SGD<T, Backend> opt{net.parameters(), optim::SGDOptions(0.05).momentum(0.9).nesterov(true)};
+    optim::PolyLR sched{opt, optim::PolyLROptions(3)};
+    losses::BCEWithLogits<T, Backend> bce;
+    std::ostringstream log;
+    train::Trainer<Net<T>> trainer;
+    explicit Run(const std::string& dir)
+        : trainer(net, opt, train::loss_step(bce), train::TrainerOptions().epochs(3).iterations_per_epoch(4).output_dir(dir)) {
+      trainer.scheduler(sched).track_generator("data", data).progress_stream(log);
+    }
+    train::Batch<T, Backend> batch(int e, int it) {
+      auto b = Setup<T>::fixed_val_batch();
+      scale_(b.input, static_cast<T>(1 + 0.1 * e - 0.05 * it + 0.1 * data.uniform()));
+      return b;
+    }
+  };
+  Run straight(trainer_dir("nv_straight"));
+  const auto rs = straight.trainer.fit([&straight](int e, int it) { return straight.batch(e, it); });
+  CHECK(rs.best_epoch == -1);
+  const std::string d = trainer_dir("nv_resumed");
+  {
+    Run first(d);
+    const auto r = first.trainer.fit([&first](int e, int it) {
+      if (e == 1 && it == 1) first.trainer.request_stop();
+      return first.batch(e, it);
+    });
+    CHECK(r.status == train::FitStatus::interrupted);
+    CHECK(r.iteration == 2);
+    CHECK(io::read_checkpoint(d + "/last.h5").extra.at("best_value") == -std::numeric_limits<double>::infinity());
+  }
+  Run second(d);
+  second.trainer.resume(d);
+  const auto r = second.trainer.fit([&second](int e, int it) { return second.batch(e, it); });
+  CHECK(r.status == train::FitStatus::completed);
+  trainer_identical(second.net.state_dict(), straight.net.state_dict(), "model");
+  trainer_identical(second.opt.state_dict(), straight.opt.state_dict(), "optimizer");
+  trainer_identical(second.sched.state_dict(), straight.sched.state_dict(), "scheduler");
+  CHECK(same_records(r.history, rs.history));
+  CHECK(straight.opt.lr() == 0);  // PolyLR(3) stepped per epoch reaches 0 after 3 epochs
 }
 
 TEST_CASE("early stopping and best.h5 follow a scripted validation sequence") {

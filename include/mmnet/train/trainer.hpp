@@ -299,7 +299,7 @@ class Trainer {
   // A generator whose state is saved in the checkpoints and restored by resume() (data sampling,
   // augmentation, a dropout layer's generator()). name: non-empty, no '/', unique.
   Trainer& track_generator(const std::string& name, Generator& g) {
-    if (name.empty() || name.find('/') != std::string::npos || name == "." )
+    if (name.empty() || name.find('/') != std::string::npos || name == ".")
       fail<value_error>(who("track_generator"), "name", "a non-empty name without '/'", "'" + name + "'");
     for (auto& t : generators_)
       if (t.first == name) fail<value_error>(who("track_generator"), "name", "a name not tracked yet", "'" + name + "'");
