@@ -106,7 +106,8 @@ struct Setup {
     std::vector<T> x(static_cast<std::size_t>(xs.numel())), y(static_cast<std::size_t>(ys.numel()));
     for (std::size_t i = 0; i < x.size(); ++i)
       x[i] = static_cast<T>(std::sin(0.37 * static_cast<double>(i) + 1.3 * e + 0.7 * it) + 0.2 * data.normal());
-    for (std::size_t i = 0; i < y.size(); ++i) y[i] = static_cast<T>((i * 7 + static_cast<std::size_t>(e + 2 * it)) % 5 < 2);
+    for (std::size_t i = 0; i < y.size(); ++i)
+      y[i] = static_cast<T>((i * 7 + static_cast<std::size_t>(e + 2 * it)) % 5 < 2);
     return {TestTensor<T>::from_vector(xs, x), TestTensor<T>::from_vector(ys, y)};
   }
 
@@ -203,7 +204,8 @@ TEST_CASE("Generator::state() restores the exact sequence, the cached normal dev
   CHECK_THROWS_AS(h.set_state({1, 0}), value_error);
 }
 
-TEST_CASE_TEMPLATE("the trainer's loop equals a hand-written one bit for bit (clipping, per-epoch scheduler)", T, float, double) {
+TEST_CASE_TEMPLATE("the trainer's loop equals a hand-written one bit for bit (clipping, per-epoch scheduler)", T, float,
+                   double) {
   const std::string dir = trainer_dir("loop");
   train::TrainerOptions o = small_run(dir, 2).clip_grad_norm(0.05).progress(train::ProgressMode::off);
   Setup<T> a(false, o);
@@ -271,7 +273,8 @@ TEST_CASE("a model with several outputs: the loss step takes and returns their t
           opt.step();
         }
     } else {
-      train::Trainer<Model> t(m, opt, step, train::TrainerOptions().epochs(2).iterations_per_epoch(2).progress(train::ProgressMode::off));
+      train::Trainer<Model> t(
+          m, opt, step, train::TrainerOptions().epochs(2).iterations_per_epoch(2).progress(train::ProgressMode::off));
       const auto r = t.fit(batch);
       CHECK(r.history.size() == 2);
       CHECK(std::isfinite(r.history[1].train_loss));
@@ -281,7 +284,8 @@ TEST_CASE("a model with several outputs: the loss step takes and returns their t
   trainer_identical(run(false), run(true), "two-output model");
 }
 
-TEST_CASE_TEMPLATE("2 epochs straight equal 1 epoch + resume in a fresh trainer + 1 epoch, bit for bit", T, float, double) {
+TEST_CASE_TEMPLATE("2 epochs straight equal 1 epoch + resume in a fresh trainer + 1 epoch, bit for bit", T, float,
+                   double) {
   const std::string d1 = trainer_dir("straight"), d2 = trainer_dir("resumed");
   Setup<T> straight(false, small_run(d1, 2));
   const auto r1 = straight.fit();
@@ -330,7 +334,8 @@ TEST_CASE_TEMPLATE("2 epochs straight equal 1 epoch + resume in a fresh trainer 
   trainer_identical(third.net.state_dict(), straight.net.state_dict(), "finished model");
 }
 
-TEST_CASE_TEMPLATE("SIGINT stops after the current iteration, saves a consistent last.h5, and resumes exactly", T, float, double) {
+TEST_CASE_TEMPLATE("SIGINT stops after the current iteration, saves a consistent last.h5, and resumes exactly", T,
+                   float, double) {
   TestHandler handler;
   const std::string ds = trainer_dir("sigint_straight");
   // The uninterrupted run, with the state at the start of (1, 2) and (2, 0) captured from the batch source.
@@ -429,7 +434,8 @@ TEST_CASE_TEMPLATE("SIGINT stops after the current iteration, saves a consistent
   g_test_handler_calls = 0;
 }
 
-TEST_CASE_TEMPLATE("no validation, SGD + per-epoch PolyLR, request_stop() mid-epoch: the resumed run is exact", T, float, double) {
+TEST_CASE_TEMPLATE("no validation, SGD + per-epoch PolyLR, request_stop() mid-epoch: the resumed run is exact", T,
+                   float, double) {
   struct Run {
     Generator init{3}, data{8};
     Net<T> net{models::TinyNetOptions(2).width(3), init};
@@ -439,7 +445,8 @@ TEST_CASE_TEMPLATE("no validation, SGD + per-epoch PolyLR, request_stop() mid-ep
     std::ostringstream log;
     train::Trainer<Net<T>> trainer;
     explicit Run(const std::string& dir)
-        : trainer(net, opt, train::loss_step(bce), train::TrainerOptions().epochs(3).iterations_per_epoch(4).output_dir(dir)) {
+        : trainer(net, opt, train::loss_step(bce),
+                  train::TrainerOptions().epochs(3).iterations_per_epoch(4).output_dir(dir)) {
       trainer.scheduler(sched).track_generator("data", data).progress_stream(log);
     }
     train::Batch<T, Backend> batch(int e, int it) {
@@ -541,11 +548,13 @@ TEST_CASE("ReduceLROnPlateau steps once per epoch on the monitored quantity") {
   Generator init(3);
   Net<T> net(models::TinyNetOptions(2).width(3), init);
   optim::SGD<T, Backend> opt(net.parameters(), optim::SGDOptions(0.01));
-  optim::ReduceLROnPlateau plateau(opt, optim::ReduceLROnPlateauOptions().mode(optim::PlateauMode::max).patience(0).factor(0.5));
+  optim::ReduceLROnPlateau plateau(
+      opt, optim::ReduceLROnPlateauOptions().mode(optim::PlateauMode::max).patience(0).factor(0.5));
   losses::BCEWithLogits<T, Backend> bce;
   std::ostringstream sink;
-  train::Trainer<Net<T>> trainer(net, opt, train::loss_step(bce),
-                                 train::TrainerOptions().epochs(4).iterations_per_epoch(2).progress(train::ProgressMode::off));
+  train::Trainer<Net<T>> trainer(
+      net, opt, train::loss_step(bce),
+      train::TrainerOptions().epochs(4).iterations_per_epoch(2).progress(train::ProgressMode::off));
   trainer.scheduler(plateau).progress_stream(sink);
   const std::vector<double> metric{0.3, 0.2, 0.4, 0.1};
   int calls = 0;

@@ -66,7 +66,8 @@ class Generator {
   // Restores a state() result; throws value_error (and changes nothing) for words that are not one.
   void set_state(const std::vector<std::uint64_t>& s) {
     const char* who = "mmnet::Generator::set_state";
-    if (s.size() < 3) fail<value_error>(who, "state words", "the engine's words, the spare deviate and its flag", s.size());
+    if (s.size() < 3)
+      fail<value_error>(who, "state words", "the engine's words, the spare deviate and its flag", s.size());
     if (s.back() > 1) fail<value_error>(who, "last state word (spare-deviate flag)", "0 or 1", s.back());
     std::ostringstream os;
     os.imbue(std::locale::classic());

@@ -136,7 +136,8 @@ inline void panel(std::ostringstream& svg, double x0, double y0, double w, doubl
   auto py = [&](double v) { return y0 + h - (v - lo) / (hi - lo) * h; };
   char buf[256];
   svg << "<g>\n";
-  std::snprintf(buf, sizeof buf, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"15\">", x0 + w / 2, y0 - 12);
+  std::snprintf(buf, sizeof buf, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"15\">", x0 + w / 2,
+                y0 - 12);
   svg << buf << xml_escape(title) << "</text>\n";
   for (double t : nice_ticks(lo, hi)) {
     std::snprintf(buf, sizeof buf,
@@ -152,11 +153,12 @@ inline void panel(std::ostringstream& svg, double x0, double y0, double w, doubl
                   px(t), y0 + h, px(t), y0 + h + 5, px(t), y0 + h + 18);
     svg << buf << tick_label(t) << "</text>\n";
   }
-  std::snprintf(buf, sizeof buf,
-                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#000\"/>\n"
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\">epoch</text>\n"
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 %.1f %.1f)\">",
-                x0, y0, w, h, x0 + w / 2, y0 + h + 36, x0 - 58, y0 + h / 2, x0 - 58, y0 + h / 2);
+  std::snprintf(
+      buf, sizeof buf,
+      "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#000\"/>\n"
+      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\">epoch</text>\n"
+      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 %.1f %.1f)\">",
+      x0, y0, w, h, x0 + w / 2, y0 + h + 36, x0 - 58, y0 + h / 2, x0 - 58, y0 + h / 2);
   svg << buf << xml_escape(ylabel) << "</text>\n";
   double lx = x0;  // the legend: one row under the axis label, clear of the data
   for (auto& s : series) {
@@ -180,7 +182,8 @@ inline void panel(std::ostringstream& svg, double x0, double y0, double w, doubl
     lx += 130;
   }
   if (marker && std::isfinite(marker->second)) {
-    std::snprintf(buf, sizeof buf, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"5\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\"/>\n",
+    std::snprintf(buf, sizeof buf,
+                  "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"5\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\"/>\n",
                   px(marker->first), py(marker->second));
     svg << buf;
   }
@@ -239,7 +242,8 @@ inline std::vector<EpochRecord> read_csv(const std::string& path) {
     auto num = [&](const std::string& s, const char* what) {
       char* end = nullptr;
       const double v = std::strtod(s.c_str(), &end);
-      if (s.empty() || end != s.c_str() + s.size()) bad(std::string("field ") + what + " is not a number ('" + s + "')");
+      if (s.empty() || end != s.c_str() + s.size())
+        bad(std::string("field ") + what + " is not a number ('" + s + "')");
       return v;
     };
     auto opt = [&](const std::string& s, const char* what) -> std::optional<double> {
@@ -265,7 +269,8 @@ inline std::vector<EpochRecord> read_csv(const std::string& path) {
 inline std::string format_svg(const std::vector<EpochRecord>& records, const std::string& metric_name = "dice",
                               int best_epoch = -1) {
   using history_detail::Series;
-  Series train{"train loss", "#1f77b4", {}}, val{"val loss", "#ff7f0e", {}}, metric{"val " + metric_name, "#2ca02c", {}};
+  Series train{"train loss", "#1f77b4", {}}, val{"val loss", "#ff7f0e", {}},
+      metric{"val " + metric_name, "#2ca02c", {}};
   double max_epoch = 1;
   std::optional<std::pair<double, double>> metric_mark, loss_mark;
   for (auto& r : records) {
@@ -290,16 +295,18 @@ inline std::string format_svg(const std::vector<EpochRecord>& records, const std
          "<rect width=\"1000\" height=\"440\" fill=\"#fff\"/>\n";
   history_detail::panel(svg, 80, 50, 380, 300, "Loss", "loss", max_epoch, losses,
                         metrics.empty() ? loss_mark : std::nullopt);
-  history_detail::panel(svg, 580, 50, 380, 300, "Validation " + metric_name, metric_name, max_epoch, metrics, metric_mark);
+  history_detail::panel(svg, 580, 50, 380, 300, "Validation " + metric_name, metric_name, max_epoch, metrics,
+                        metric_mark);
   svg << "</svg>\n";
   return svg.str();
 }
 
-inline void write_csv(const std::string& path, const std::vector<EpochRecord>& records, const std::string& metric_name = "dice") {
+inline void write_csv(const std::string& path, const std::vector<EpochRecord>& records,
+                      const std::string& metric_name = "dice") {
   history_detail::write_text_atomic(path, format_csv(records, metric_name));
 }
-inline void write_svg(const std::string& path, const std::vector<EpochRecord>& records, const std::string& metric_name = "dice",
-                      int best_epoch = -1) {
+inline void write_svg(const std::string& path, const std::vector<EpochRecord>& records,
+                      const std::string& metric_name = "dice", int best_epoch = -1) {
   history_detail::write_text_atomic(path, format_svg(records, metric_name, best_epoch));
 }
 

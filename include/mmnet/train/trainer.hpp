@@ -173,11 +173,14 @@ class TrainerOptions {
     if (epochs_ < 0) fail<value_error>(who, "epochs", ">= 0", epochs_);
     if (iterations_ < 1) fail<value_error>(who, "iterations_per_epoch", ">= 1", iterations_);
     if (patience_ < 0) fail<value_error>(who, "patience", ">= 0", patience_);
-    if (!(min_delta_ >= 0) || !std::isfinite(min_delta_)) fail<value_error>(who, "min_delta", "a finite value >= 0", min_delta_);
-    if (!(clip_ >= 0) || !std::isfinite(clip_)) fail<value_error>(who, "clip_grad_norm", "a finite value >= 0 (0 = off)", clip_);
+    if (!(min_delta_ >= 0) || !std::isfinite(min_delta_))
+      fail<value_error>(who, "min_delta", "a finite value >= 0", min_delta_);
+    if (!(clip_ >= 0) || !std::isfinite(clip_))
+      fail<value_error>(who, "clip_grad_norm", "a finite value >= 0 (0 = off)", clip_);
     if (progress_every_ < 1) fail<value_error>(who, "progress_every", ">= 1", progress_every_);
     if (metric_name_.empty() || metric_name_.find_first_of(",\n\r\"") != std::string::npos)
-      fail<value_error>(who, "metric_name", "a non-empty name without commas, quotes or newlines", "'" + metric_name_ + "'");
+      fail<value_error>(who, "metric_name", "a non-empty name without commas, quotes or newlines",
+                        "'" + metric_name_ + "'");
   }
 
  private:
@@ -252,8 +255,9 @@ inline bool exists(const std::string& p) {
 // reference: they must outlive the trainer and stay in place. The model is left in train mode.
 template <class Model, class T = typename Model::value_type, class Backend = typename Model::backend_type>
 class Trainer {
-  static_assert(std::is_base_of_v<Module<T, Backend>, Model>,
-                "mmnet::train::Trainer: Model must derive from mmnet::Module<T, Backend> (checkpoints need its state dict)");
+  static_assert(
+      std::is_base_of_v<Module<T, Backend>, Model>,
+      "mmnet::train::Trainer: Model must derive from mmnet::Module<T, Backend> (checkpoints need its state dict)");
 
  public:
   using tensor = Tensor<T, Backend>;
@@ -302,7 +306,8 @@ class Trainer {
     if (name.empty() || name.find('/') != std::string::npos || name == ".")
       fail<value_error>(who("track_generator"), "name", "a non-empty name without '/'", "'" + name + "'");
     for (auto& t : generators_)
-      if (t.first == name) fail<value_error>(who("track_generator"), "name", "a name not tracked yet", "'" + name + "'");
+      if (t.first == name)
+        fail<value_error>(who("track_generator"), "name", "a name not tracked yet", "'" + name + "'");
     generators_.emplace_back(name, &g);
     return *this;
   }
@@ -354,8 +359,8 @@ class Trainer {
       if (epoch < 0 || iteration < 0 || global_step < 0 || since_best < 0 || loss_count < 0 || iterations < 1)
         problems.push_back("negative loop counters");
       if (monitor != static_cast<int>(options_.monitor()))
-        problems.push_back(std::string("the checkpoint monitored the validation ") + (monitor == 0 ? "metric" : "loss") +
-                           ", this trainer monitors the validation " +
+        problems.push_back(std::string("the checkpoint monitored the validation ") +
+                           (monitor == 0 ? "metric" : "loss") + ", this trainer monitors the validation " +
                            (options_.monitor() == Monitor::metric_max ? "metric" : "loss"));
       if (iteration > 0 && iterations != options_.iterations_per_epoch())
         problems.push_back("saved in the middle of an epoch of " + std::to_string(iterations) +
@@ -374,7 +379,8 @@ class Trainer {
       }
       std::vector<std::uint64_t> words;
       for (std::size_t i = 0; i < static_cast<std::size_t>(n->second); ++i) {
-        const auto hi = c.extra.find(base + std::to_string(i) + ".hi"), lo = c.extra.find(base + std::to_string(i) + ".lo");
+        const auto hi = c.extra.find(base + std::to_string(i) + ".hi"),
+                   lo = c.extra.find(base + std::to_string(i) + ".lo");
         if (hi == c.extra.end() || lo == c.extra.end()) {
           problems.push_back("generator '" + name + "': word " + std::to_string(i) + " missing");
           break;
@@ -397,8 +403,10 @@ class Trainer {
         problems.push_back("the checkpoint holds generator '" + name + "', which this trainer does not track "
                            "(track_generator it, or the resumed run would not continue exactly)");
     }
-    if (scheduler_ && c.scheduler.empty()) problems.push_back("a scheduler was attached but the checkpoint has no scheduler state");
-    if (!scheduler_ && !c.scheduler.empty()) problems.push_back("the checkpoint has scheduler state but no scheduler was attached");
+    if (scheduler_ && c.scheduler.empty())
+      problems.push_back("a scheduler was attached but the checkpoint has no scheduler state");
+    if (!scheduler_ && !c.scheduler.empty())
+      problems.push_back("the checkpoint has scheduler state but no scheduler was attached");
     if (c.optimizer.empty()) problems.push_back("the checkpoint has no optimizer state");
     if (!problems.empty()) {
       std::string msg = where + ": cannot resume";
@@ -414,7 +422,8 @@ class Trainer {
         if (r.epoch < epoch) history.push_back(r);
     StateDict best_state;
     const std::string best = join(dir, "best.h5");
-    if (options_.restore_best() && best_epoch >= 0 && trainer_detail::exists(best)) best_state = io::read_checkpoint(best).model;
+    if (options_.restore_best() && best_epoch >= 0 && trainer_detail::exists(best))
+      best_state = io::read_checkpoint(best).model;
 
     // Then applied (model.load_state_dict checks everything itself before it writes).
     model_.load_state_dict(c.model, /*strict=*/true);
@@ -449,7 +458,8 @@ class Trainer {
     stop_requested_ = false;
     const int epochs = options_.epochs(), iterations = options_.iterations_per_epoch();
     ProgressDisplay progress(*progress_os_, options_.progress(), options_.progress_every());
-    progress.start(static_cast<long long>(std::max(0, epochs - epoch_)) * iterations - (epoch_ < epochs ? iteration_ : 0));
+    progress.start(static_cast<long long>(std::max(0, epochs - epoch_)) * iterations -
+                   (epoch_ < epochs ? iteration_ : 0));
     const auto t0 = clock::now();
     const double seconds0 = seconds_;
     auto elapsed = [&] { return seconds0 + std::chrono::duration<double>(clock::now() - t0).count(); };
@@ -510,7 +520,8 @@ class Trainer {
         rec.val_loss = v.loss;
         monitored = options_.monitor() == Monitor::metric_max ? v.metric : v.loss;
         if (!monitored || !std::isfinite(*monitored))
-          fail<value_error>(who("fit"), options_.monitor() == Monitor::metric_max ? "validation metric" : "validation loss",
+          fail<value_error>(who("fit"),
+                            options_.monitor() == Monitor::metric_max ? "validation metric" : "validation loss",
                             "a finite value (the monitored quantity)", monitored ? std::to_string(*monitored) : "none",
                             "epoch " + std::to_string(epoch_));
         improved = is_improvement(*monitored);
@@ -553,8 +564,8 @@ class Trainer {
       else if (early_stop_due()) r.status = FitStatus::early_stopped;
     }
     if (r.status == FitStatus::interrupted)
-      progress.message("interrupted at epoch " + std::to_string(epoch_ + 1) + ", iteration " + std::to_string(iteration_) +
-                       (dir.empty() ? std::string() : "; saved " + join(dir, "last.h5")));
+      progress.message("interrupted at epoch " + std::to_string(epoch_ + 1) + ", iteration " +
+                       std::to_string(iteration_) + (dir.empty() ? std::string() : "; saved " + join(dir, "last.h5")));
     else if (r.status == FitStatus::early_stopped)
       progress.message("early stop: no improvement for " + std::to_string(since_best_) + " epochs (best epoch " +
                        std::to_string(best_epoch_ + 1) + ")");
@@ -618,7 +629,9 @@ class Trainer {
 
  private:
   static std::string who(const char* what) { return std::string("mmnet::train::Trainer::") + what; }
-  static std::string join(const std::string& dir, const char* file) { return (std::filesystem::path(dir) / file).string(); }
+  static std::string join(const std::string& dir, const char* file) {
+    return (std::filesystem::path(dir) / file).string();
+  }
 
   void check_scheduler(const optim::SchedulerBase& s) const {
     if (&s.optimizer() != &optimizer_)
