@@ -534,10 +534,18 @@ TEST_CASE("early stopping and best.h5 follow a scripted validation sequence") {
   }
   SUBCASE("patience 0 never stops") {
     Setup<T> run(false, small_run("", 4));
+    std::vector<int> seen;
+    std::vector<bool> improved;
+    run.trainer.on_epoch_end([&](const train::EpochRecord& rec, bool better) {
+      seen.push_back(rec.epoch);
+      improved.push_back(better);
+    });
     const auto r = run.trainer.fit([&run](int e, int it) { return run.batch(e, it); },
                                    [](Net<T>&) { return train::ValidationResult{0.5, 0.5}; });
     CHECK(r.status == train::FitStatus::completed);
     CHECK(r.epochs_run == 4);
+    CHECK(seen == std::vector<int>{0, 1, 2, 3});
+    CHECK(improved == std::vector<bool>{true, false, false, false});
     CHECK(r.best_epoch == 0);
     CHECK(run.trainer.epochs_without_improvement() == 3);
   }

@@ -312,6 +312,14 @@ class Trainer {
     return *this;
   }
 
+  // Called after every completed epoch (after its checkpoint and logs are written) with its record and
+  // whether the monitored quantity improved: for the caller's own logging or schedules. It may call
+  // request_stop().
+  Trainer& on_epoch_end(std::function<void(const EpochRecord&, bool improved)> f) {
+    on_epoch_end_ = std::move(f);
+    return *this;
+  }
+
   // Where the progress display writes (default std::cerr; only std::cout / std::cerr can be terminals).
   Trainer& progress_stream(std::ostream& os) {
     progress_os_ = &os;
@@ -560,6 +568,7 @@ class Trainer {
       es.lr = rec.lr;
       es.seconds = seconds_ - epoch_start;
       progress.epoch_end(es);
+      if (on_epoch_end_) on_epoch_end_(rec, improved);
       if (stop_pending()) r.status = FitStatus::interrupted;
       else if (early_stop_due()) r.status = FitStatus::early_stopped;
     }
@@ -667,6 +676,7 @@ class Trainer {
   std::function<void()> iteration_step_;
   std::function<void(double)> epoch_step_;
   std::vector<std::pair<std::string, Generator*>> generators_;
+  std::function<void(const EpochRecord&, bool)> on_epoch_end_;
   std::ostream* progress_os_ = &std::cerr;
   std::atomic<bool> stop_requested_{false};
 
