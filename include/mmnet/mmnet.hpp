@@ -88,6 +88,10 @@
 #include "inference/postprocess.hpp"
 #include "inference/sliding_window.hpp"
 
+#include "train/history.hpp"
+#include "train/progress.hpp"
+#include "train/trainer.hpp"
+
 #include "metrics/metrics.hpp"
 #include "metrics/overlap.hpp"
 #include "metrics/surface_distance.hpp"

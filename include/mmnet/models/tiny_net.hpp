@@ -9,6 +9,7 @@
 // zero gradient (PyTorch's convention for conv + BN).
 #pragma once
 #include "../core/module.hpp"
+#include "../core/ops.hpp"
 #include "../layers/activation.hpp"
 #include "../layers/batchnorm3d.hpp"
 #include "../layers/concat.hpp"
