@@ -1,18 +1,26 @@
 // mmnet/backend/cpu/conv3d.hpp: the cpu fast path of Conv3d (same signatures as the generic kernels in
 // backend/common/conv3d.hpp, overloaded on the cpu tag).
 //
-// All three passes are direct convolutions over a zero-padded copy of the input, so the inner loops have no
-// bounds checks and run along the contiguous W axis in xsimd batches (full batches, then a scalar tail):
-//   forward          y = conv(pad(x), w)                                    (stride_w == 1, else generic)
-//   backward-data    dx = conv(pad(upsample(dy, s)), flip(w)^T), stride 1   (any stride: zeros are inserted)
+// Forward and backward-data are one "gather convolution" (GatherConv): every output row segment is
+//   y[n, k, o] = bias[k] + sum_{c, t} x[n, c, base(o) + toff[t]] * wpack[k, c, t]
+// over a zero-padded copy of the input (no bounds checks), with a list of tap offsets toff:
+//   forward        x = pad(input), W de-interleaved into stride_w phases (polyphase), so each tap reads a
+//                  contiguous run of W whatever the stride; taps = the whole kernel.
+//   backward-data  polyphase: the outputs dx[phase + stride * q] of one phase (per axis) are a stride-1
+//                  gather over pad(dy) with the taps t whose (phase + pad - t*d) is divisible by the stride;
+//                  no zeros are inserted, so stride s does 1/s^3 of the spread convolution's work.
+// The register tile is KB output channels x NR rows x NV vectors along W (about 24 accumulators): each tap
+// loads NR*NV input vectors and KB broadcast weights (repacked per call as [k-block][c][tap][KB], so a tap's KB
+// weights are contiguous; a channel tail is padded with zero weights and not stored). Small OW blocks several
+// output rows instead of vectors. OpenMP splits (n, k-block, od, oh-block) tiles; each output element is
+// summed by one tile in a fixed order, so results do not depend on the thread count.
 //   backward-weight  dw[k,c,tap] += sum over rows of dot(dy row, x row)     (stride_w == 1, else generic)
-// OpenMP splits the outputs (rows, or blocks of weight elements) between threads; each is summed by
-// one thread in a fixed order, so results do not depend on the thread count.
 //
 // Precision: forward and backward-data sum C*kd*kh*kw (resp. K*kd*kh*kw) products in T, as every conv
 // library does; backward-weight sums each W row in T and the rows (up to N*OD*OH of them) in double.
 #pragma once
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -27,121 +35,339 @@ namespace cpu_conv3d {
 template <class T>
 using buffer = std::vector<T, xsimd::aligned_allocator<T>>;
 
-// A direct convolution over an input that needs no bounds checks (already padded), stride 1 along W:
-//   y[n,k,od,oh,ow] = bias[k] + sum_{c,a,b,e} x[n, c, od*sd + a*dd, oh*sh + b*dh, ow + e*dw] * w[k,c,a,b,e]
-struct DirectConv {
-  index_t N, Cin, Dp, Hp, Wp;  // (padded) input
-  index_t Cout;
-  index_t kd, kh, kw, sd, sh, dd, dh, dw;
-  index_t OD, OH, OW;
-};
-
-// Register-blocked rows: KB output channels times two batches of W share every input load.
-template <class T, int KB>
-void direct_rows(const DirectConv& g, const T* xn, const T* wk, const T* bias, T* yk, index_t od, index_t oh) {
-  using B = xsimd::batch<T>;
-  constexpr index_t L = static_cast<index_t>(B::size);
-  const index_t wstride = g.Cin * g.kd * g.kh * g.kw;
-  const index_t ystride = g.OD * g.OH * g.OW;
-  const index_t plane = g.Hp * g.Wp, chan = g.Dp * plane;
-  const T* xbase = xn + od * g.sd * plane + oh * g.sh * g.Wp;
-  T* yrow[KB];
-  T bv[KB];
-  for (int kb = 0; kb < KB; ++kb) {
-    yrow[kb] = yk + kb * ystride + (od * g.OH + oh) * g.OW;
-    bv[kb] = bias ? bias[kb] : T(0);
-  }
-  index_t ow = 0;
-  for (; ow + 2 * L <= g.OW; ow += 2 * L) {
-    B acc0[KB], acc1[KB];
-    for (int kb = 0; kb < KB; ++kb) acc0[kb] = acc1[kb] = B(bv[kb]);
-    for (index_t c = 0; c < g.Cin; ++c)
-      for (index_t a = 0; a < g.kd; ++a)
-        for (index_t b = 0; b < g.kh; ++b) {
-          const T* xr = xbase + c * chan + a * g.dd * plane + b * g.dh * g.Wp + ow;
-          const T* wr = wk + ((c * g.kd + a) * g.kh + b) * g.kw;
-          for (index_t e = 0; e < g.kw; ++e) {
-            const B x0 = B::load_unaligned(xr + e * g.dw);
-            const B x1 = B::load_unaligned(xr + e * g.dw + L);
-            for (int kb = 0; kb < KB; ++kb) {
-              const B wv(wr[kb * wstride + e]);
-              acc0[kb] += wv * x0;
-              acc1[kb] += wv * x1;
-            }
-          }
-        }
-    for (int kb = 0; kb < KB; ++kb) {
-      acc0[kb].store_unaligned(yrow[kb] + ow);
-      acc1[kb].store_unaligned(yrow[kb] + ow + L);
-    }
-  }
-  for (; ow + L <= g.OW; ow += L) {
-    B acc[KB];
-    for (int kb = 0; kb < KB; ++kb) acc[kb] = B(bv[kb]);
-    for (index_t c = 0; c < g.Cin; ++c)
-      for (index_t a = 0; a < g.kd; ++a)
-        for (index_t b = 0; b < g.kh; ++b) {
-          const T* xr = xbase + c * chan + a * g.dd * plane + b * g.dh * g.Wp + ow;
-          const T* wr = wk + ((c * g.kd + a) * g.kh + b) * g.kw;
-          for (index_t e = 0; e < g.kw; ++e) {
-            const B x0 = B::load_unaligned(xr + e * g.dw);
-            for (int kb = 0; kb < KB; ++kb) acc[kb] += B(wr[kb * wstride + e]) * x0;
-          }
-        }
-    for (int kb = 0; kb < KB; ++kb) acc[kb].store_unaligned(yrow[kb] + ow);
-  }
-  for (; ow < g.OW; ++ow) {
-    T acc[KB];
-    for (int kb = 0; kb < KB; ++kb) acc[kb] = bv[kb];
-    for (index_t c = 0; c < g.Cin; ++c)
-      for (index_t a = 0; a < g.kd; ++a)
-        for (index_t b = 0; b < g.kh; ++b) {
-          const T* xr = xbase + c * chan + a * g.dd * plane + b * g.dh * g.Wp + ow;
-          const T* wr = wk + ((c * g.kd + a) * g.kh + b) * g.kw;
-          for (index_t e = 0; e < g.kw; ++e) {
-            const T xv = xr[e * g.dw];
-            for (int kb = 0; kb < KB; ++kb) acc[kb] += wr[kb * wstride + e] * xv;
-          }
-        }
-    for (int kb = 0; kb < KB; ++kb) yrow[kb][ow] = acc[kb];
-  }
-}
-
 // Work below this many multiply-adds stays on one thread.
 inline constexpr index_t parallel_work = index_t(1) << 16;
 
+// Uninitialised aligned scratch (a padded copy is written completely, so zero-filling it first is wasted).
 template <class T>
-void direct_conv(const DirectConv& g, const T* x, const T* w, const T* bias, T* y) {
-  constexpr index_t KB = 4;
+struct scratch {
+  T* data = nullptr;
+  explicit scratch(index_t n) {
+    const std::size_t bytes = (sizeof(T) * static_cast<std::size_t>(n) + 63) / 64 * 64;
+    data = static_cast<T*>(xsimd::aligned_malloc(bytes == 0 ? 64 : bytes, 64));
+    if (!data) throw std::bad_alloc();
+  }
+  ~scratch() { xsimd::aligned_free(data); }
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+};
+
+// A gather convolution's geometry. Input offsets are in elements of the (padded) input buffer; the output
+// position (od, oh, ow) of one pass starts reading at od*x_d + oh*x_h + ow (unit step along W).
+struct GatherConv {
+  index_t N, Cin, Cout;
+  index_t OD, OH, OW;
+  index_t x_n, x_c, x_d, x_h;
+  const index_t* toff;  // the taps' offsets from a position's base
+  index_t ntap;
+  index_t y_n, y_k, y_d, y_h, y_w;  // output strides (y_w > 1: the phases of a strided backward-data)
+};
+
+// Extra elements after a padded buffer: a tile's last vectors may read past the end of the last row.
+inline constexpr index_t read_slack = 512;
+
+// One register tile: KB output channels x NR rows x NV vectors along W. x points at (n, c = 0, od, oh0, ow0),
+// y at (n, k0, od, oh0, ow0); only nk channels, nr rows and nw W elements are valid (rows past nr repeat
+// the last valid row, so the loads stay inside the buffer).
+template <class T, int KB, int NR, int NV>
+void tile(const GatherConv& g, const T* x, const T* wp, const T* bp, T* y, index_t nk, index_t nr, index_t nw) {
+  using B = xsimd::batch<T>;
+  constexpr index_t L = static_cast<index_t>(B::size);
+  constexpr int NJ = NR * NV;
+  B acc[KB][NJ];
+  for (int kb = 0; kb < KB; ++kb) {
+    const B init(bp ? bp[kb] : T(0));
+    for (int j = 0; j < NJ; ++j) acc[kb][j] = init;
+  }
+  index_t roff[NR];
+  for (int r = 0; r < NR; ++r) roff[r] = std::min<index_t>(r, nr - 1) * g.x_h;
+  const index_t ntap = g.ntap;
+  for (index_t c = 0; c < g.Cin; ++c) {
+    const T* xc = x + c * g.x_c;
+    const T* wc = wp + c * ntap * KB;
+    for (index_t t = 0; t < ntap; ++t) {
+      const T* xt = xc + g.toff[t];
+      const T* wt = wc + t * KB;
+      B xv[NJ];
+      for (int r = 0; r < NR; ++r)
+        for (int v = 0; v < NV; ++v) xv[r * NV + v] = B::load_unaligned(xt + roff[r] + v * L);
+      for (int kb = 0; kb < KB; ++kb) {
+        const B wv(wt[kb]);
+        for (int j = 0; j < NJ; ++j) acc[kb][j] = xsimd::fma(wv, xv[j], acc[kb][j]);
+      }
+    }
+  }
+  for (int kb = 0; kb < KB; ++kb) {
+    if (kb >= nk) break;
+    for (int r = 0; r < NR; ++r) {
+      if (r >= nr) break;
+      T* yr = y + kb * g.y_k + r * g.y_h;
+      for (int v = 0; v < NV; ++v) {
+        const index_t w0 = v * L;
+        if (w0 >= nw) break;
+        if (g.y_w == 1 && w0 + L <= nw) {
+          acc[kb][r * NV + v].store_unaligned(yr + w0);
+        } else {
+          alignas(64) T tmp[L];
+          acc[kb][r * NV + v].store_aligned(tmp);
+          const index_t m = std::min(L, nw - w0);
+          for (index_t i = 0; i < m; ++i) yr[(w0 + i) * g.y_w] = tmp[i];
+        }
+      }
+    }
+  }
+}
+
+// Calls tile<KB, NR, NV> for the runtime NV (and rows: NR = NW / NV, else 1).
+template <class T, int KB, int NW, int NV = 1>
+void tile_dispatch(int nv, bool rows, const GatherConv& g, const T* x, const T* wp, const T* bp, T* y, index_t nk,
+                   index_t nr, index_t nw) {
+  if constexpr (NV <= NW) {
+    if (nv == NV) {
+      if (rows && NW / NV > 1)
+        tile<T, KB, (NW / NV > 1 ? NW / NV : 1), NV>(g, x, wp, bp, y, nk, nr, nw);
+      else
+        tile<T, KB, 1, NV>(g, x, wp, bp, y, nk, nr, nw);
+      return;
+    }
+    tile_dispatch<T, KB, NW, NV + 1>(nv, rows, g, x, wp, bp, y, nk, nr, nw);
+  }
+}
+
+// The whole gather convolution with KB-channel blocks and about NW vectors per tile. wpack: [k-block][c][tap][KB];
+// bpack: [k-block][KB] or null.
+template <class T, int KB, int NW>
+void gather_conv(const GatherConv& g, const T* x, const T* wpack, const T* bpack, T* y) {
+  constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
+  const index_t nvec = (g.OW + L - 1) / L;
+  // Wide rows: NW vectors along W (then a narrower tail tile). Narrow rows: NV vectors (a divisor of nvec)
+  // times NW / NV rows, the NV giving the most accumulators.
+  int NV = NW;
+  bool rows = false;
+  if (nvec < NW) {
+    rows = true;
+    int best = 0;
+    for (int v = 1; v <= nvec; ++v)
+      if (nvec % v == 0 && (NW / v) * v > best) best = (NW / v) * v, NV = v;
+  }
+  const index_t NR = rows ? NW / NV : 1;
   const index_t nkb = (g.Cout + KB - 1) / KB;
-  const index_t tasks = g.N * nkb * g.OD * g.OH;
-  const index_t work = g.N * g.Cout * g.OD * g.OH * g.OW * g.Cin * g.kd * g.kh * g.kw;
-  // Consecutive tasks walk oh, then od, so a thread's rows share input planes.
+  const index_t nohb = (g.OH + NR - 1) / NR;
+  const index_t tasks = g.N * nkb * g.OD * nohb;
+  const index_t work = g.N * g.Cout * g.OD * g.OH * g.OW * g.Cin * g.ntap;
+  const index_t step = NV * L;
+  // Consecutive tiles walk oh, then od, so one thread's tiles share input rows and weights.
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (work >= parallel_work)
 #endif
   for (index_t t = 0; t < tasks; ++t) {
     index_t r = t;
-    const index_t oh = r % g.OH;
-    r /= g.OH;
+    const index_t ohb = r % nohb;
+    r /= nohb;
     const index_t od = r % g.OD;
     r /= g.OD;
     const index_t kbi = r % nkb;
     const index_t n = r / nkb;
-    const index_t k0 = kbi * KB;
-    const T* xn = x + n * g.Cin * g.Dp * g.Hp * g.Wp;
-    const T* wk = w + k0 * g.Cin * g.kd * g.kh * g.kw;
-    const T* bk = bias ? bias + k0 : nullptr;
-    T* yk = y + (n * g.Cout + k0) * g.OD * g.OH * g.OW;
-    switch (std::min(KB, g.Cout - k0)) {
-      case 4: direct_rows<T, 4>(g, xn, wk, bk, yk, od, oh); break;
-      case 3: direct_rows<T, 3>(g, xn, wk, bk, yk, od, oh); break;
-      case 2: direct_rows<T, 2>(g, xn, wk, bk, yk, od, oh); break;
-      default: direct_rows<T, 1>(g, xn, wk, bk, yk, od, oh); break;
+    const index_t oh0 = ohb * NR, k0 = kbi * KB;
+    const index_t nr = std::min(NR, g.OH - oh0), nk = std::min<index_t>(KB, g.Cout - k0);
+    const T* xb = x + n * g.x_n + od * g.x_d + oh0 * g.x_h;
+    const T* wp = wpack + kbi * g.Cin * g.ntap * KB;
+    const T* bp = bpack ? bpack + kbi * KB : nullptr;
+    T* yb = y + n * g.y_n + k0 * g.y_k + od * g.y_d + oh0 * g.y_h;
+    for (index_t ow0 = 0; ow0 < g.OW; ow0 += step) {
+      const index_t nw = std::min(step, g.OW - ow0);
+      const int nv = static_cast<int>((nw + L - 1) / L);
+      tile_dispatch<T, KB, NW>(nv, rows, g, xb + ow0, wp, bp, yb + ow0 * g.y_w, nk, nr, nw);
     }
   }
   (void)work;
 }
+
+// The output-channel block (and tile width) for Cout channels: 8 x 3 vectors (24 accumulators) when there
+// are enough channels, narrower blocks with more vectors for a few channels.
+inline int channel_block(index_t cout) { return cout >= 5 ? 8 : cout >= 3 ? 4 : cout == 2 ? 2 : 1; }
+
+// Repacks w(k, c, tap) = wsrc[k * wk + c * wc + tapidx[t]] into [k-block][c][tap][KB] (zero past Cout) and the
+// bias into [k-block][KB]; then runs the gather convolution.
+template <class T, int KB, int NW>
+void pack_and_run(const GatherConv& g, const T* w, index_t wk, index_t wc, const index_t* tapidx, const T* bias,
+                  const T* x, T* y) {
+  const index_t nkb = (g.Cout + KB - 1) / KB;
+  buffer<T> wpack(static_cast<std::size_t>(std::max<index_t>(1, nkb * g.Cin * g.ntap * KB)), T(0));
+  for (index_t kbi = 0; kbi < nkb; ++kbi)
+    for (index_t c = 0; c < g.Cin; ++c)
+      for (index_t t = 0; t < g.ntap; ++t)
+        for (index_t kb = 0; kb < KB; ++kb) {
+          const index_t k = kbi * KB + kb;
+          if (k < g.Cout) wpack[static_cast<std::size_t>(((kbi * g.Cin + c) * g.ntap + t) * KB + kb)] = w[k * wk + c * wc + tapidx[t]];
+        }
+  buffer<T> bpack;
+  if (bias) {
+    bpack.assign(static_cast<std::size_t>(nkb * KB), T(0));
+    for (index_t k = 0; k < g.Cout; ++k) bpack[static_cast<std::size_t>(k)] = bias[k];
+  }
+  gather_conv<T, KB, NW>(g, x, wpack.data(), bias ? bpack.data() : nullptr, y);
+}
+
+template <class T>
+void run_gather(const GatherConv& g, const T* w, index_t wk, index_t wc, const index_t* tapidx, const T* bias,
+                const T* x, T* y) {
+  switch (channel_block(g.Cout)) {
+    case 8: pack_and_run<T, 8, 3>(g, w, wk, wc, tapidx, bias, x, y); break;
+    case 4: pack_and_run<T, 4, 6>(g, w, wk, wc, tapidx, bias, x, y); break;
+    case 2: pack_and_run<T, 2, 8>(g, w, wk, wc, tapidx, bias, x, y); break;
+    default: pack_and_run<T, 1, 8>(g, w, wk, wc, tapidx, bias, x, y); break;
+  }
+}
+
+// Copies NC volumes (S, H, W) into padded volumes (Sp, Hp, rows of Rl = s * Wq): padded row element j (source
+// column j - ox) goes to phase j % s at index j / s; padded plane z reads source plane z - oz, row y source row
+// y - oy; everything else is zero. Rows are written whole, so dst needs no initialisation.
+template <class T>
+void pad_copy(index_t NC, index_t S, index_t H, index_t W, const T* src, index_t Sp, index_t Hp, index_t Wq, index_t s,
+              index_t oz, index_t oy, index_t ox, T* dst) {
+  const index_t Rl = s * Wq;
+  const index_t planes = NC * Sp;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (planes * Hp * Rl >= parallel_work)
+#endif
+  for (index_t pi = 0; pi < planes; ++pi) {
+    const index_t z = pi % Sp, nc = pi / Sp;
+    const index_t zs = z - oz;
+    T* dp = dst + pi * Hp * Rl;
+    if (zs < 0 || zs >= S) {
+      std::fill(dp, dp + Hp * Rl, T(0));
+      continue;
+    }
+    const T* sp = src + (nc * S + zs) * H * W;
+    for (index_t yy = 0; yy < Hp; ++yy) {
+      T* dr = dp + yy * Rl;
+      const index_t ys = yy - oy;
+      if (ys < 0 || ys >= H) {
+        std::fill(dr, dr + Rl, T(0));
+        continue;
+      }
+      const T* sr = sp + ys * W;
+      const index_t j0 = std::max<index_t>(0, ox), j1 = std::min(s * Wq, ox + W);  // padded columns with a source
+      if (s == 1) {
+        std::fill(dr, dr + std::min(j0, Rl), T(0));
+        if (j1 > j0) std::memcpy(dr + j0, sr + (j0 - ox), sizeof(T) * static_cast<std::size_t>(j1 - j0));
+        std::fill(dr + std::min(std::max(j0, j1), Rl), dr + Rl, T(0));
+      } else {
+        std::fill(dr, dr + Rl, T(0));
+        for (index_t j = j0; j < j1; ++j) dr[(j % s) * Wq + j / s] = sr[j - ox];
+      }
+    }
+  }
+}
+
+// y = conv3d(x, w) + b for any stride, padding and dilation.
+template <class T>
+void forward(const Conv3dProblem& p, const T* x, const T* w, const T* b, T* y) {
+  const index_t s = p.sw;
+  const index_t Dp = (p.OD - 1) * p.sd + (p.kd - 1) * p.dd + 1;
+  const index_t Hp = (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+  const index_t Wp = (p.OW - 1) * s + (p.kw - 1) * p.dw + 1;
+  const index_t Wq = (Wp + s - 1) / s, Rl = s * Wq;
+  const index_t vol = Dp * Hp * Rl;
+  scratch<T> xp(p.N * p.C * vol + read_slack);
+  pad_copy(p.N * p.C, p.D, p.H, p.W, x, Dp, Hp, Wq, s, p.pd, p.ph, p.pw, xp.data);
+  std::fill(xp.data + p.N * p.C * vol, xp.data + p.N * p.C * vol + read_slack, T(0));
+  const index_t kvol = p.kernel_volume();
+  std::vector<index_t> toff(static_cast<std::size_t>(kvol)), tapidx(static_cast<std::size_t>(kvol));
+  for (index_t a = 0; a < p.kd; ++a)
+    for (index_t bb = 0; bb < p.kh; ++bb)
+      for (index_t e = 0; e < p.kw; ++e) {
+        const index_t t = (a * p.kh + bb) * p.kw + e, j = e * p.dw;
+        toff[static_cast<std::size_t>(t)] = a * p.dd * Hp * Rl + bb * p.dh * Rl + (j % s) * Wq + j / s;
+        tapidx[static_cast<std::size_t>(t)] = t;
+      }
+  const GatherConv g{p.N, p.C, p.K, p.OD, p.OH, p.OW, p.C * vol, vol, p.sd * Hp * Rl, p.sh * Rl, toff.data(), kvol,
+                     p.K * p.OD * p.OH * p.OW, p.OD * p.OH * p.OW, p.OH * p.OW, p.OW, 1};
+  run_gather(g, w, p.C * kvol, kvol, tapidx.data(), b, xp.data, y);
+}
+
+// One axis of the polyphase backward-data: output index i = phase + s * q reads dy[q + m_t] through each tap
+// t with (phase + pad - t*d) divisible by s, m_t = (phase + pad - t*d) / s.
+struct AxisPhases {
+  index_t front = 0, extent = 0;  // zero padding before dy, and the padded length
+  static index_t floor_mod(index_t a, index_t s) { return ((a % s) + s) % s; }
+  AxisPhases(index_t I, index_t O, index_t k, index_t s, index_t pad, index_t d) {
+    index_t lo = 0, hi = O;  // the dy index range read, [lo, hi)
+    for (index_t ph = 0; ph < s && ph < I; ++ph) {
+      const index_t q_last = (I - 1 - ph) / s;
+      for (index_t t = 0; t < k; ++t) {
+        const index_t u = ph + pad - t * d;
+        if (floor_mod(u, s) != 0) continue;
+        lo = std::min(lo, u / s);
+        hi = std::max(hi, q_last + u / s + 1);
+      }
+    }
+    front = -lo;
+    extent = hi - lo;
+  }
+};
+
+// dx = conv3d^T(dy, w) (+ bias, for ConvTranspose3d), assigning dx; any stride, padding and dilation.
+template <class T>
+void backward_data(const Conv3dProblem& p, const T* dy, const T* w, const T* bias, T* dx) {
+  const AxisPhases ad(p.D, p.OD, p.kd, p.sd, p.pd, p.dd), ah(p.H, p.OH, p.kh, p.sh, p.ph, p.dh),
+      aw(p.W, p.OW, p.kw, p.sw, p.pw, p.dw);
+  const index_t Ed = ad.extent, Eh = ah.extent, Ew = aw.extent, vol = Ed * Eh * Ew;
+  scratch<T> u(p.N * p.K * vol + read_slack);
+  pad_copy(p.N * p.K, p.OD, p.OH, p.OW, dy, Ed, Eh, Ew, index_t(1), ad.front, ah.front, aw.front, u.data);
+  std::fill(u.data + p.N * p.K * vol, u.data + p.N * p.K * vol + read_slack, T(0));
+  const index_t kvol = p.kernel_volume();
+  std::vector<index_t> toff, tapidx;
+  for (index_t fd = 0; fd < std::min(p.sd, p.D); ++fd)
+    for (index_t fh = 0; fh < std::min(p.sh, p.H); ++fh)
+      for (index_t fw = 0; fw < std::min(p.sw, p.W); ++fw) {
+        toff.clear();
+        tapidx.clear();
+        for (index_t a = 0; a < p.kd; ++a) {
+          const index_t ud = fd + p.pd - a * p.dd;
+          if (AxisPhases::floor_mod(ud, p.sd) != 0) continue;
+          for (index_t bb = 0; bb < p.kh; ++bb) {
+            const index_t uh = fh + p.ph - bb * p.dh;
+            if (AxisPhases::floor_mod(uh, p.sh) != 0) continue;
+            for (index_t e = 0; e < p.kw; ++e) {
+              const index_t uw = fw + p.pw - e * p.dw;
+              if (AxisPhases::floor_mod(uw, p.sw) != 0) continue;
+              toff.push_back((ud / p.sd + ad.front) * Eh * Ew + (uh / p.sh + ah.front) * Ew + uw / p.sw + aw.front);
+              tapidx.push_back((a * p.kh + bb) * p.kw + e);
+            }
+          }
+        }
+        const index_t QD = (p.D - fd + p.sd - 1) / p.sd, QH = (p.H - fh + p.sh - 1) / p.sh,
+                      QW = (p.W - fw + p.sw - 1) / p.sw;
+        // a phase no tap reaches still runs (ntap = 0): it stores the bias or zeros
+        const GatherConv g{p.N, p.K, p.C, QD, QH, QW, p.K * vol, vol, Eh * Ew, Ew, toff.data(),
+                           static_cast<index_t>(toff.size()), p.C * p.D * p.H * p.W, p.D * p.H * p.W,
+                           p.sd * p.H * p.W, p.sh * p.W, p.sw};
+        run_gather(g, w, kvol, p.C * kvol, tapidx.data(), bias, u.data, dx + (fd * p.H + fh) * p.W + fw);
+      }
+}
+
+}  // namespace cpu_conv3d
+
+template <class T>
+void conv3d_forward(cpu, const Conv3dProblem& p, const T* x, const T* w, const T* b, T* y) {
+  if (p.output_numel() == 0) return;
+  cpu_conv3d::forward(p, x, w, b, y);
+}
+
+// dx[c, i] = sum over the outputs o and taps t with i = o*s - p + t*d of dy[k, o] * w[k, c, t] (polyphase).
+template <class T>
+void conv3d_backward_data(cpu, const Conv3dProblem& p, const T* dy, const T* w, T* dx) {
+  if (p.input_numel() == 0) return;
+  if (p.output_numel() == 0) {
+    std::fill(dx, dx + p.input_numel(), T(0));
+    return;
+  }
+  cpu_conv3d::backward_data(p, dy, w, static_cast<const T*>(nullptr), dx);
+}
+
+namespace cpu_conv3d {
 
 // Spread copy of NC volumes (Ds, Hs, Ws) into zero-filled volumes (Dd, Hd, Wd):
 //   dst[z, y, x] = src[(z - oz) / uz, (y - oy) / uy, (x - ox) / ux] where each (i - o) is >= 0, divisible by
@@ -270,48 +496,6 @@ const T* padded_input(const Conv3dProblem& p, const T* x, buffer<T>& storage, in
 }
 
 }  // namespace cpu_conv3d
-
-template <class T>
-void conv3d_forward(cpu, const Conv3dProblem& p, const T* x, const T* w, const T* b, T* y) {
-  if (p.sw != 1 || p.output_numel() == 0) {
-    generic::conv3d_forward(cpu{}, p, x, w, b, y);
-    return;
-  }
-  cpu_conv3d::buffer<T> storage;
-  index_t Dp, Hp, Wp;
-  const T* xp = cpu_conv3d::padded_input(p, x, storage, Dp, Hp, Wp);
-  const cpu_conv3d::DirectConv g{p.N, p.C, Dp, Hp, Wp, p.K, p.kd, p.kh, p.kw,
-                                 p.sd, p.sh, p.dd, p.dh, p.dw, p.OD, p.OH, p.OW};
-  cpu_conv3d::direct_conv(g, xp, w, b, y);
-}
-
-// dx[c, z] = sum_{k, t'} u[k, z + t'*d] * w[k, c, kflip - t'], with u = dy spread by the stride and shifted
-// by d*(k-1) - p (a negative shift crops): the transposed convolution as a stride-1 direct convolution.
-template <class T>
-void conv3d_backward_data(cpu, const Conv3dProblem& p, const T* dy, const T* w, T* dx) {
-  if (p.input_numel() == 0) return;
-  if (p.output_numel() == 0) {
-    std::fill(dx, dx + p.input_numel(), T(0));
-    return;
-  }
-  const index_t kvol = p.kernel_volume();
-  // flipped, transposed weights (C, K, kd, kh, kw)
-  cpu_conv3d::buffer<T> wt(static_cast<std::size_t>(p.weight_numel()));
-  for (index_t k = 0; k < p.K; ++k)
-    for (index_t c = 0; c < p.C; ++c) {
-      const T* src = w + (k * p.C + c) * kvol;
-      T* dst = wt.data() + (c * p.K + k) * kvol;
-      for (index_t j = 0; j < kvol; ++j) dst[j] = src[kvol - 1 - j];  // reversing the flat index flips all three axes
-    }
-  const index_t Dp = p.D + (p.kd - 1) * p.dd, Hp = p.H + (p.kh - 1) * p.dh, Wp = p.W + (p.kw - 1) * p.dw;
-  cpu_conv3d::buffer<T> u(static_cast<std::size_t>(p.N * p.K * Dp * Hp * Wp));
-  cpu_conv3d::spread_copy(cpu_conv3d::Spread{p.N * p.K, p.OD, p.OH, p.OW, Dp, Hp, Wp, (p.kd - 1) * p.dd - p.pd,
-                                             (p.kh - 1) * p.dh - p.ph, (p.kw - 1) * p.dw - p.pw, p.sd, p.sh, p.sw},
-                          dy, u.data());
-  cpu_conv3d::direct_conv(
-      cpu_conv3d::DirectConv{p.N, p.K, Dp, Hp, Wp, p.C, p.kd, p.kh, p.kw, 1, 1, p.dd, p.dh, p.dw, p.D, p.H, p.W},
-      u.data(), wt.data(), static_cast<const T*>(nullptr), dx);
-}
 
 // dw[k,c,a,b,e] += sum_{n,od,oh} dot(dy[n,k,od,oh,:], xpad[n,c,od*sd+a*dd, oh*sh+b*dh, e*dw : e*dw+OW]),
 // blocked over 4 output channels and up to 4 taps along W.
