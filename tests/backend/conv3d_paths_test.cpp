@@ -133,6 +133,24 @@ TEST_CASE_TEMPLATE("Conv3d cpu fast paths: the register-tile variants and their 
   MESSAGE("largest tile-variant error ", worst);
 }
 
+TEST_CASE_TEMPLATE("Conv3d cpu fast paths: unpadded input read in place (whole vectors per row)", T, float, double) {
+  constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
+  Generator g(9);
+  double worst = 0;
+  for (index_t k : {1, 2, 3})
+    for (index_t ow : {L, 2 * L, 4 * L, 5 * L})
+      for (index_t K : {1, 4, 11}) {
+        Conv3dProblem p;
+        p.N = 2, p.C = 5, p.K = K, p.D = 2 + k, p.H = 3 + k, p.W = ow + k - 1;
+        p.kd = k, p.kh = k, p.kw = k, p.sd = k == 2 ? 2 : 1, p.sh = k == 3 ? 2 : 1;
+        p.compute_output();
+        REQUIRE(p.OW == ow);
+        CAPTURE(describe(p));
+        check_conv3d<T>(p, g, worst);
+      }
+  MESSAGE("largest in-place error ", worst);
+}
+
 TEST_CASE_TEMPLATE("Conv3d cpu fast paths: stride, dilation, padding larger than the kernel reach", T, float, double) {
   Generator g(11);
   double worst = 0;

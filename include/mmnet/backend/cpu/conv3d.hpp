@@ -156,18 +156,19 @@ void gather_conv(const GatherConv& g, const T* x, const T* wpack, const T* bpack
   const index_t tasks = g.N * nkb * g.OD * nohb;
   const index_t work = g.N * g.Cout * g.OD * g.OH * g.OW * g.Cin * g.ntap;
   const index_t step = NV * L;
-  // Consecutive tiles walk oh, then od, so one thread's tiles share input rows and weights.
+  // Consecutive tiles walk the channel blocks, then oh, then od: the input rows a tile reads stay in cache
+  // for the next channel block (the packed weights, C*ntap*Cout values, are reread from L1/L2).
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (work >= parallel_work)
 #endif
   for (index_t t = 0; t < tasks; ++t) {
     index_t r = t;
+    const index_t kbi = r % nkb;
+    r /= nkb;
     const index_t ohb = r % nohb;
     r /= nohb;
     const index_t od = r % g.OD;
-    r /= g.OD;
-    const index_t kbi = r % nkb;
-    const index_t n = r / nkb;
+    const index_t n = r / g.OD;
     const index_t oh0 = ohb * NR, k0 = kbi * KB;
     const index_t nr = std::min(NR, g.OH - oh0), nk = std::min<index_t>(KB, g.Cout - k0);
     const T* xb = x + n * g.x_n + od * g.x_d + oh0 * g.x_h;
@@ -254,8 +255,10 @@ void pad_copy(index_t NC, index_t S, index_t H, index_t W, const T* src, index_t
         if (j1 > j0) std::memcpy(dr + j0, sr + (j0 - ox), sizeof(T) * static_cast<std::size_t>(j1 - j0));
         std::fill(dr + std::min(std::max(j0, j1), Rl), dr + Rl, T(0));
       } else {
-        std::fill(dr, dr + Rl, T(0));
-        for (index_t j = j0; j < j1; ++j) dr[(j % s) * Wq + j / s] = sr[j - ox];
+        for (index_t ph = 0; ph < s; ++ph) {  // phase ph holds padded columns j = ph + s*q
+          T* dq = dr + ph * Wq;
+          for (index_t q = 0, j = ph; q < Wq; ++q, j += s) dq[q] = (j >= j0 && j < j1) ? sr[j - ox] : T(0);
+        }
       }
     }
   }
@@ -269,22 +272,29 @@ void forward(const Conv3dProblem& p, const T* x, const T* w, const T* b, T* y) {
   const index_t Hp = (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1;
   const index_t Wp = (p.OW - 1) * s + (p.kw - 1) * p.dw + 1;
   const index_t Wq = (Wp + s - 1) / s, Rl = s * Wq;
-  const index_t vol = Dp * Hp * Rl;
-  scratch<T> xp(p.N * p.C * vol + read_slack);
-  pad_copy(p.N * p.C, p.D, p.H, p.W, x, Dp, Hp, Wq, s, p.pd, p.ph, p.pw, xp.data);
-  std::fill(xp.data + p.N * p.C * vol, xp.data + p.N * p.C * vol + read_slack, T(0));
+  constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
+  // Without padding or stride along W, and with whole vectors per row (no tile reads past the last row),
+  // the outputs read x itself; reading (0..Dp, 0..Hp, 0..Wp) of a larger input is fine too.
+  const bool direct = s == 1 && p.pd == 0 && p.ph == 0 && p.pw == 0 && p.OW % L == 0;
+  const index_t vol = direct ? p.D * p.H * p.W : Dp * Hp * Rl;
+  const index_t row = direct ? p.W : Rl, plane = direct ? p.H * p.W : Hp * Rl;
+  scratch<T> xp(direct ? 1 : p.N * p.C * vol + read_slack);
+  if (!direct) {
+    pad_copy(p.N * p.C, p.D, p.H, p.W, x, Dp, Hp, Wq, s, p.pd, p.ph, p.pw, xp.data);
+    std::fill(xp.data + p.N * p.C * vol, xp.data + p.N * p.C * vol + read_slack, T(0));
+  }
   const index_t kvol = p.kernel_volume();
   std::vector<index_t> toff(static_cast<std::size_t>(kvol)), tapidx(static_cast<std::size_t>(kvol));
   for (index_t a = 0; a < p.kd; ++a)
     for (index_t bb = 0; bb < p.kh; ++bb)
       for (index_t e = 0; e < p.kw; ++e) {
         const index_t t = (a * p.kh + bb) * p.kw + e, j = e * p.dw;
-        toff[static_cast<std::size_t>(t)] = a * p.dd * Hp * Rl + bb * p.dh * Rl + (j % s) * Wq + j / s;
+        toff[static_cast<std::size_t>(t)] = a * p.dd * plane + bb * p.dh * row + (j % s) * Wq + j / s;
         tapidx[static_cast<std::size_t>(t)] = t;
       }
-  const GatherConv g{p.N, p.C, p.K, p.OD, p.OH, p.OW, p.C * vol, vol, p.sd * Hp * Rl, p.sh * Rl, toff.data(), kvol,
+  const GatherConv g{p.N, p.C, p.K, p.OD, p.OH, p.OW, p.C * vol, vol, p.sd * plane, p.sh * row, toff.data(), kvol,
                      p.K * p.OD * p.OH * p.OW, p.OD * p.OH * p.OW, p.OH * p.OW, p.OW, 1};
-  run_gather(g, w, p.C * kvol, kvol, tapidx.data(), b, xp.data, y);
+  run_gather(g, w, p.C * kvol, kvol, tapidx.data(), b, direct ? x : xp.data, y);
 }
 
 // One axis of the polyphase backward-data: output index i = phase + s * q reads dy[q + m_t] through each tap
