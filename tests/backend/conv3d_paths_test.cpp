@@ -122,7 +122,7 @@ TEST_CASE_TEMPLATE("Conv3d cpu fast paths: the register-tile variants and their 
   double worst = 0;
   for (index_t K : {1, 2, 3, 4, 6, 8, 11, 16})
     for (index_t W : {index_t(1), L - 1, L, 2 * L, 3 * L, 3 * L + 5, 6 * L, 8 * L + 3, 9 * L})
-      for (index_t H : {1, 4, 7}) {
+      for (index_t H : {1, 4, 7, 19}) {  // 19: several row blocks per task and a tail
         Conv3dProblem p;
         p.N = 2, p.C = 3, p.K = K, p.D = 3, p.H = H, p.W = W;
         p.kd = 3, p.kh = 3, p.kw = 3, p.pd = 1, p.ph = 1, p.pw = 1;

@@ -20,7 +20,6 @@
 // library does; backward-weight sums each W row in T and the rows (up to N*OD*OH of them) in double.
 #pragma once
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -38,29 +37,29 @@ using buffer = std::vector<T, xsimd::aligned_allocator<T>>;
 // Work below this many multiply-adds stays on one thread.
 inline constexpr index_t parallel_work = index_t(1) << 16;
 
-// Uninitialised aligned scratch (a padded copy is written completely, so zero-filling it first is wasted).
-template <class T>
-struct scratch {
-  T* data = nullptr;
-  explicit scratch(index_t n) {
-    const std::size_t bytes = (sizeof(T) * static_cast<std::size_t>(n) + 63) / 64 * 64;
-    data = static_cast<T*>(xsimd::aligned_malloc(bytes == 0 ? 64 : bytes, 64));
-    if (!data) throw std::bad_alloc();
-  }
-  ~scratch() { xsimd::aligned_free(data); }
-  scratch(const scratch&) = delete;
-  scratch& operator=(const scratch&) = delete;
-};
-
-// A gather convolution's geometry. Input offsets are in elements of the (padded) input buffer; the output
-// position (od, oh, ow) of one pass starts reading at od*x_d + oh*x_h + ow (unit step along W).
+// A gather convolution: outputs (N, Cout, OD, OH, OW); the input (N, Cin, S, Hs, Ws) is read through "padded
+// coordinates" (source index + o{z,y,x}; outside the source reads zero). Output (od, oh, ow) reads padded plane
+// od*zstep + zoff[slot(t)], row oh*ystep + ybase + trow[t], column ow*s + tcol[t]: tcol is a column of the W
+// phase layout (a padded row of s*Wq values, phase j % s at j / s), so a tap reads a contiguous run for any s.
+// Each task copies the planes and rows it reads into a small per-thread window (no padded copy of the whole
+// input, which would cost a pass over memory and page faults), then runs its tiles on the window.
 struct GatherConv {
   index_t N, Cin, Cout;
   index_t OD, OH, OW;
-  index_t x_n, x_c, x_d, x_h;
-  const index_t* toff;  // the taps' offsets from a position's base
+  index_t S, Hs, Ws, oz, oy, ox;  // source extents, padding before
+  index_t s, Wq;                  // W phases, phase length
+  index_t zstep, ystep;
+  const index_t* zoff;  // the window's planes
+  index_t nplanes;
+  index_t ybase, yspan;  // rows read by one output row: ybase + [0, yspan)
+  const index_t* tslot;  // per tap: plane slot, row offset (from ybase), phase-layout column
+  const index_t* trow;
+  const index_t* tcol;
   index_t ntap;
   index_t y_n, y_k, y_d, y_h, y_w;  // output strides (y_w > 1: the phases of a strided backward-data)
+  // filled by gather_conv for the tiles: the window's channel stride, row step, tap offsets
+  index_t x_c = 0, x_h = 0;
+  const index_t* toff = nullptr;
 };
 
 // Extra elements after a padded buffer: a tile's last vectors may read past the end of the last row.
@@ -134,14 +133,46 @@ void tile_dispatch(int nv, bool rows, const GatherConv& g, const T* x, const T* 
   }
 }
 
+// One padded row in the W phase layout: padded column j (source column j - ox) goes to phase j % s at index
+// j / s; columns outside the source, or a null source row, are zero. The row (s * Wq values) is written whole.
+template <class T>
+void copy_row(const T* sr, index_t W, index_t ox, index_t s, index_t Wq, T* dr) {
+  const index_t Rl = s * Wq;
+  if (!sr) {
+    std::fill(dr, dr + Rl, T(0));
+    return;
+  }
+  const index_t j0 = std::max<index_t>(0, ox), j1 = std::min(Rl, ox + W);  // padded columns with a source
+  if (s == 1) {
+    std::fill(dr, dr + std::min(j0, Rl), T(0));
+    if (j1 > j0) std::memcpy(dr + j0, sr + (j0 - ox), sizeof(T) * static_cast<std::size_t>(j1 - j0));
+    std::fill(dr + std::min(std::max(j0, j1), Rl), dr + Rl, T(0));
+    return;
+  }
+  for (index_t ph = 0; ph < s; ++ph) {  // phase ph holds padded columns j = ph + s*q
+    T* dq = dr + ph * Wq;
+    // q with j0 <= ph + s*q < j1, as a branch-free strided copy between two zero runs
+    const index_t qa = std::min(Wq, j0 > ph ? (j0 - ph + s - 1) / s : index_t(0));
+    const index_t qb = std::max(qa, std::min(Wq, j1 > ph ? (j1 - ph + s - 1) / s : index_t(0)));
+    std::fill(dq, dq + qa, T(0));
+    const T* sq = sr + (ph - ox);
+    if (s == 2) {  // a constant stride, which the compiler vectorises with permutes
+      for (index_t q = qa; q < qb; ++q) dq[q] = sq[2 * q];
+    } else {
+      for (index_t q = qa; q < qb; ++q) dq[q] = sq[s * q];
+    }
+    std::fill(dq + qb, dq + Wq, T(0));
+  }
+}
+
 // The whole gather convolution with KB-channel blocks and about NW vectors per tile. wpack: [k-block][c][tap][KB];
 // bpack: [k-block][KB] or null.
 template <class T, int KB, int NW>
-void gather_conv(const GatherConv& g, const T* x, const T* wpack, const T* bpack, T* y) {
+void gather_conv(const GatherConv& g0, const T* x, const T* wpack, const T* bpack, T* y) {
   constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
-  const index_t nvec = (g.OW + L - 1) / L;
-  // Wide rows: NW vectors along W (then a narrower tail tile). Narrow rows: NV vectors (a divisor of nvec)
-  // times NW / NV rows, the NV giving the most accumulators.
+  const index_t nvec = (g0.OW + L - 1) / L;
+  // Wide rows: NW vectors along W (then a narrower tile for the W tail). Narrow rows: NV vectors (a divisor of
+  // nvec) times NW / NV rows, the NV giving the most accumulators.
   int NV = NW;
   bool rows = false;
   if (nvec < NW) {
@@ -151,34 +182,62 @@ void gather_conv(const GatherConv& g, const T* x, const T* wpack, const T* bpack
       if (nvec % v == 0 && (NW / v) * v > best) best = (NW / v) * v, NV = v;
   }
   const index_t NR = rows ? NW / NV : 1;
+  // A task: about 8 output rows (whole tiles) of one (n, od), all channel blocks.
+  const index_t RB = std::min((g0.OH + NR - 1) / NR, (8 + NR - 1) / NR) * NR;
+  const index_t nrb = (g0.OH + RB - 1) / RB;
+  const index_t Rl = g0.s * g0.Wq;
+  const index_t rows_span = (RB - 1) * g0.ystep + g0.yspan;
+  const index_t win_c = g0.nplanes * rows_span * Rl;
+  std::vector<index_t> toff(static_cast<std::size_t>(std::max<index_t>(1, g0.ntap)));
+  for (index_t t = 0; t < g0.ntap; ++t)
+    toff[static_cast<std::size_t>(t)] = (g0.tslot[t] * rows_span + g0.trow[t]) * Rl + g0.tcol[t];
+  GatherConv g = g0;
+  g.x_c = win_c;
+  g.x_h = g0.ystep * Rl;
+  g.toff = toff.data();
   const index_t nkb = (g.Cout + KB - 1) / KB;
-  const index_t nohb = (g.OH + NR - 1) / NR;
-  const index_t tasks = g.N * nkb * g.OD * nohb;
+  const index_t tasks = g.N * g.OD * nrb;
   const index_t work = g.N * g.Cout * g.OD * g.OH * g.OW * g.Cin * g.ntap;
   const index_t step = NV * L;
-  // Consecutive tiles walk the channel blocks, then oh, then od: the input rows a tile reads stay in cache
-  // for the next channel block (the packed weights, C*ntap*Cout values, are reread from L1/L2).
+  const index_t plane = g.Hs * g.Ws;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (work >= parallel_work)
+#pragma omp parallel if (work >= parallel_work)
 #endif
-  for (index_t t = 0; t < tasks; ++t) {
-    index_t r = t;
-    const index_t kbi = r % nkb;
-    r /= nkb;
-    const index_t ohb = r % nohb;
-    r /= nohb;
-    const index_t od = r % g.OD;
-    const index_t n = r / g.OD;
-    const index_t oh0 = ohb * NR, k0 = kbi * KB;
-    const index_t nr = std::min(NR, g.OH - oh0), nk = std::min<index_t>(KB, g.Cout - k0);
-    const T* xb = x + n * g.x_n + od * g.x_d + oh0 * g.x_h;
-    const T* wp = wpack + kbi * g.Cin * g.ntap * KB;
-    const T* bp = bpack ? bpack + kbi * KB : nullptr;
-    T* yb = y + n * g.y_n + k0 * g.y_k + od * g.y_d + oh0 * g.y_h;
-    for (index_t ow0 = 0; ow0 < g.OW; ow0 += step) {
-      const index_t nw = std::min(step, g.OW - ow0);
-      const int nv = static_cast<int>((nw + L - 1) / L);
-      tile_dispatch<T, KB, NW>(nv, rows, g, xb + ow0, wp, bp, yb + ow0 * g.y_w, nk, nr, nw);
+  {
+    // a tile's last vectors may read past the window's last row: read_slack zeros after it
+    buffer<T> win(static_cast<std::size_t>(g.Cin * win_c + read_slack), T(0));
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (index_t t = 0; t < tasks; ++t) {
+      const index_t rb = t % nrb, od = (t / nrb) % g.OD, n = t / (nrb * g.OD);
+      const index_t oh0 = rb * RB, nrows = std::min(RB, g.OH - oh0);
+      // the window: channel c, plane slot i, row j holds padded (od*zstep + zoff[i], oh0*ystep + ybase + j)
+      for (index_t c = 0; c < g.Cin; ++c)
+        for (index_t i = 0; i < g.nplanes; ++i) {
+          const index_t zs = od * g.zstep + g.zoff[i] - g.oz;
+          const T* sp = (zs >= 0 && zs < g.S) ? x + ((n * g.Cin + c) * g.S + zs) * plane : nullptr;
+          T* wp = win.data() + c * win_c + i * rows_span * Rl;
+          for (index_t j = 0; j < rows_span; ++j) {
+            const index_t ys = oh0 * g.ystep + g.ybase + j - g.oy;
+            copy_row(sp && ys >= 0 && ys < g.Hs ? sp + ys * g.Ws : nullptr, g.Ws, g.ox, g.s, g.Wq, wp + j * Rl);
+          }
+        }
+      for (index_t kbi = 0; kbi < nkb; ++kbi) {
+        const index_t k0 = kbi * KB, nk = std::min<index_t>(KB, g.Cout - k0);
+        const T* wp = wpack + kbi * g.Cin * g.ntap * KB;
+        const T* bp = bpack ? bpack + kbi * KB : nullptr;
+        for (index_t r0 = 0; r0 < nrows; r0 += NR) {
+          const index_t nr = std::min(NR, nrows - r0);
+          const T* xb = win.data() + r0 * g.x_h;
+          T* yb = y + n * g.y_n + k0 * g.y_k + od * g.y_d + (oh0 + r0) * g.y_h;
+          for (index_t ow0 = 0; ow0 < g.OW; ow0 += step) {
+            const index_t nw = std::min(step, g.OW - ow0);
+            const int nv = static_cast<int>((nw + L - 1) / L);
+            tile_dispatch<T, KB, NW>(nv, rows, g, xb + ow0, wp, bp, yb + ow0 * g.y_w, nk, nr, nw);
+          }
+        }
+      }
     }
   }
   (void)work;
@@ -221,86 +280,35 @@ void run_gather(const GatherConv& g, const T* w, index_t wk, index_t wc, const i
   }
 }
 
-// Copies NC volumes (S, H, W) into padded volumes (Sp, Hp, rows of Rl = s * Wq): padded row element j (source
-// column j - ox) goes to phase j % s at index j / s; padded plane z reads source plane z - oz, row y source row
-// y - oy; everything else is zero. Rows are written whole, so dst needs no initialisation.
-template <class T>
-void pad_copy(index_t NC, index_t S, index_t H, index_t W, const T* src, index_t Sp, index_t Hp, index_t Wq, index_t s,
-              index_t oz, index_t oy, index_t ox, T* dst) {
-  const index_t Rl = s * Wq;
-  const index_t planes = NC * Sp;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (planes * Hp * Rl >= parallel_work)
-#endif
-  for (index_t pi = 0; pi < planes; ++pi) {
-    const index_t z = pi % Sp, nc = pi / Sp;
-    const index_t zs = z - oz;
-    T* dp = dst + pi * Hp * Rl;
-    if (zs < 0 || zs >= S) {
-      std::fill(dp, dp + Hp * Rl, T(0));
-      continue;
-    }
-    const T* sp = src + (nc * S + zs) * H * W;
-    for (index_t yy = 0; yy < Hp; ++yy) {
-      T* dr = dp + yy * Rl;
-      const index_t ys = yy - oy;
-      if (ys < 0 || ys >= H) {
-        std::fill(dr, dr + Rl, T(0));
-        continue;
-      }
-      const T* sr = sp + ys * W;
-      const index_t j0 = std::max<index_t>(0, ox), j1 = std::min(s * Wq, ox + W);  // padded columns with a source
-      if (s == 1) {
-        std::fill(dr, dr + std::min(j0, Rl), T(0));
-        if (j1 > j0) std::memcpy(dr + j0, sr + (j0 - ox), sizeof(T) * static_cast<std::size_t>(j1 - j0));
-        std::fill(dr + std::min(std::max(j0, j1), Rl), dr + Rl, T(0));
-      } else {
-        for (index_t ph = 0; ph < s; ++ph) {  // phase ph holds padded columns j = ph + s*q
-          T* dq = dr + ph * Wq;
-          for (index_t q = 0, j = ph; q < Wq; ++q, j += s) dq[q] = (j >= j0 && j < j1) ? sr[j - ox] : T(0);
-        }
-      }
-    }
-  }
-}
-
 // y = conv3d(x, w) + b for any stride, padding and dilation.
 template <class T>
 void forward(const Conv3dProblem& p, const T* x, const T* w, const T* b, T* y) {
   const index_t s = p.sw;
-  const index_t Dp = (p.OD - 1) * p.sd + (p.kd - 1) * p.dd + 1;
-  const index_t Hp = (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1;
-  const index_t Wp = (p.OW - 1) * s + (p.kw - 1) * p.dw + 1;
-  const index_t Wq = (Wp + s - 1) / s, Rl = s * Wq;
-  constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
-  // Without padding or stride along W, and with whole vectors per row (no tile reads past the last row),
-  // the outputs read x itself; reading (0..Dp, 0..Hp, 0..Wp) of a larger input is fine too.
-  const bool direct = s == 1 && p.pd == 0 && p.ph == 0 && p.pw == 0 && p.OW % L == 0;
-  const index_t vol = direct ? p.D * p.H * p.W : Dp * Hp * Rl;
-  const index_t row = direct ? p.W : Rl, plane = direct ? p.H * p.W : Hp * Rl;
-  scratch<T> xp(direct ? 1 : p.N * p.C * vol + read_slack);
-  if (!direct) {
-    pad_copy(p.N * p.C, p.D, p.H, p.W, x, Dp, Hp, Wq, s, p.pd, p.ph, p.pw, xp.data);
-    std::fill(xp.data + p.N * p.C * vol, xp.data + p.N * p.C * vol + read_slack, T(0));
-  }
+  const index_t Wp = (p.OW - 1) * s + (p.kw - 1) * p.dw + 1;  // padded columns read
+  const index_t Wq = (Wp + s - 1) / s;
   const index_t kvol = p.kernel_volume();
-  std::vector<index_t> toff(static_cast<std::size_t>(kvol)), tapidx(static_cast<std::size_t>(kvol));
+  std::vector<index_t> zoff(static_cast<std::size_t>(p.kd)), tslot, trow, tcol, tapidx;
+  for (index_t a = 0; a < p.kd; ++a) zoff[static_cast<std::size_t>(a)] = a * p.dd;
   for (index_t a = 0; a < p.kd; ++a)
     for (index_t bb = 0; bb < p.kh; ++bb)
       for (index_t e = 0; e < p.kw; ++e) {
-        const index_t t = (a * p.kh + bb) * p.kw + e, j = e * p.dw;
-        toff[static_cast<std::size_t>(t)] = a * p.dd * plane + bb * p.dh * row + (j % s) * Wq + j / s;
-        tapidx[static_cast<std::size_t>(t)] = t;
+        const index_t j = e * p.dw;
+        tslot.push_back(a);
+        trow.push_back(bb * p.dh);
+        tcol.push_back((j % s) * Wq + j / s);
+        tapidx.push_back((a * p.kh + bb) * p.kw + e);
       }
-  const GatherConv g{p.N, p.C, p.K, p.OD, p.OH, p.OW, p.C * vol, vol, p.sd * plane, p.sh * row, toff.data(), kvol,
-                     p.K * p.OD * p.OH * p.OW, p.OD * p.OH * p.OW, p.OH * p.OW, p.OW, 1};
-  run_gather(g, w, p.C * kvol, kvol, tapidx.data(), b, direct ? x : xp.data, y);
+  GatherConv g{p.N, p.C, p.K, p.OD, p.OH, p.OW, p.D, p.H, p.W, p.pd, p.ph, p.pw, s, Wq, p.sd, p.sh,
+               zoff.data(), p.kd, 0, (p.kh - 1) * p.dh + 1, tslot.data(), trow.data(), tcol.data(), kvol,
+               p.K * p.OD * p.OH * p.OW, p.OD * p.OH * p.OW, p.OH * p.OW, p.OW, 1};
+  run_gather(g, w, p.C * kvol, kvol, tapidx.data(), b, x, y);
 }
 
 // One axis of the polyphase backward-data: output index i = phase + s * q reads dy[q + m_t] through each tap
-// t with (phase + pad - t*d) divisible by s, m_t = (phase + pad - t*d) / s.
+// t with (phase + pad - t*d) divisible by s, m_t = (phase + pad - t*d) / s. In padded coordinates (front
+// zeros before dy) every read index q + m_t + front is >= 0.
 struct AxisPhases {
-  index_t front = 0, extent = 0;  // zero padding before dy, and the padded length
+  index_t front = 0, extent = 0;  // zero padding before dy, and the padded length read
   static index_t floor_mod(index_t a, index_t s) { return ((a % s) + s) % s; }
   AxisPhases(index_t I, index_t O, index_t k, index_t s, index_t pad, index_t d) {
     index_t lo = 0, hi = O;  // the dy index range read, [lo, hi)
@@ -323,38 +331,47 @@ template <class T>
 void backward_data(const Conv3dProblem& p, const T* dy, const T* w, const T* bias, T* dx) {
   const AxisPhases ad(p.D, p.OD, p.kd, p.sd, p.pd, p.dd), ah(p.H, p.OH, p.kh, p.sh, p.ph, p.dh),
       aw(p.W, p.OW, p.kw, p.sw, p.pw, p.dw);
-  const index_t Ed = ad.extent, Eh = ah.extent, Ew = aw.extent, vol = Ed * Eh * Ew;
-  scratch<T> u(p.N * p.K * vol + read_slack);
-  pad_copy(p.N * p.K, p.OD, p.OH, p.OW, dy, Ed, Eh, Ew, index_t(1), ad.front, ah.front, aw.front, u.data);
-  std::fill(u.data + p.N * p.K * vol, u.data + p.N * p.K * vol + read_slack, T(0));
   const index_t kvol = p.kernel_volume();
-  std::vector<index_t> toff, tapidx;
+  std::vector<index_t> zoff, tslot, trow, tcol, tapidx;
   for (index_t fd = 0; fd < std::min(p.sd, p.D); ++fd)
     for (index_t fh = 0; fh < std::min(p.sh, p.H); ++fh)
       for (index_t fw = 0; fw < std::min(p.sw, p.W); ++fw) {
-        toff.clear();
-        tapidx.clear();
+        zoff.clear(), tslot.clear(), trow.clear(), tcol.clear(), tapidx.clear();
+        index_t ylo = 0, yhi = 0;
+        bool first = true;
+        for (index_t bb = 0; bb < p.kh; ++bb) {
+          const index_t uh = fh + p.ph - bb * p.dh;
+          if (AxisPhases::floor_mod(uh, p.sh) != 0) continue;
+          const index_t yr = uh / p.sh + ah.front;
+          ylo = first ? yr : std::min(ylo, yr), yhi = first ? yr : std::max(yhi, yr), first = false;
+        }
         for (index_t a = 0; a < p.kd; ++a) {
           const index_t ud = fd + p.pd - a * p.dd;
           if (AxisPhases::floor_mod(ud, p.sd) != 0) continue;
+          bool used = false;
           for (index_t bb = 0; bb < p.kh; ++bb) {
             const index_t uh = fh + p.ph - bb * p.dh;
             if (AxisPhases::floor_mod(uh, p.sh) != 0) continue;
             for (index_t e = 0; e < p.kw; ++e) {
               const index_t uw = fw + p.pw - e * p.dw;
               if (AxisPhases::floor_mod(uw, p.sw) != 0) continue;
-              toff.push_back((ud / p.sd + ad.front) * Eh * Ew + (uh / p.sh + ah.front) * Ew + uw / p.sw + aw.front);
+              used = true;
+              tslot.push_back(static_cast<index_t>(zoff.size()));
+              trow.push_back(uh / p.sh + ah.front - ylo);
+              tcol.push_back(uw / p.sw + aw.front);
               tapidx.push_back((a * p.kh + bb) * p.kw + e);
             }
           }
+          if (used) zoff.push_back(ud / p.sd + ad.front);
         }
         const index_t QD = (p.D - fd + p.sd - 1) / p.sd, QH = (p.H - fh + p.sh - 1) / p.sh,
                       QW = (p.W - fw + p.sw - 1) / p.sw;
         // a phase no tap reaches still runs (ntap = 0): it stores the bias or zeros
-        const GatherConv g{p.N, p.K, p.C, QD, QH, QW, p.K * vol, vol, Eh * Ew, Ew, toff.data(),
-                           static_cast<index_t>(toff.size()), p.C * p.D * p.H * p.W, p.D * p.H * p.W,
-                           p.sd * p.H * p.W, p.sh * p.W, p.sw};
-        run_gather(g, w, kvol, p.C * kvol, tapidx.data(), bias, u.data, dx + (fd * p.H + fh) * p.W + fw);
+        GatherConv g{p.N, p.K, p.C, QD, QH, QW, p.OD, p.OH, p.OW, ad.front, ah.front, aw.front, 1,
+                     aw.extent, 1, 1, zoff.data(), static_cast<index_t>(zoff.size()), ylo, yhi - ylo + 1,
+                     tslot.data(), trow.data(), tcol.data(), static_cast<index_t>(tslot.size()),
+                     p.C * p.D * p.H * p.W, p.D * p.H * p.W, p.sd * p.H * p.W, p.sh * p.W, p.sw};
+        run_gather(g, w, kvol, p.C * kvol, tapidx.data(), bias, dy, dx + (fd * p.H + fh) * p.W + fw);
       }
 }
 
