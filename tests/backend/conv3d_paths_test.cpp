@@ -116,11 +116,12 @@ TEST_CASE_TEMPLATE("Conv3d cpu fast paths agree with the generic kernels on rand
 
 TEST_CASE_TEMPLATE("Conv3d cpu fast paths: the register-tile variants and their tails", T, float, double) {
   // Each K hits one channel block (8, 4, 2, 1) with a tail; each W one tile shape: a single narrow vector
-  // (rows blocked), two vectors, exactly NW vectors, NW plus a tail, and a W tail inside a vector.
+  // (rows blocked), two vectors, exactly NW vectors, NW plus a tail, and a W tail inside a vector; H: one
+  // row, tile-row tails, several 8-row tasks.
   constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
   Generator g(7);
   double worst = 0;
-  for (index_t K : {1, 2, 3, 4, 6, 8, 11, 16})
+  for (index_t K : {1, 2, 3, 4, 6, 8, 11, 16, 64})  // 64 with 16-wide rows: 6-channel x 4-row tiles
     for (index_t W : {index_t(1), L - 1, L, 2 * L, 3 * L, 3 * L + 5, 6 * L, 8 * L + 3, 9 * L})
       for (index_t H : {1, 4, 7, 19}) {  // 19: several row blocks per task and a tail
         Conv3dProblem p;
@@ -133,7 +134,7 @@ TEST_CASE_TEMPLATE("Conv3d cpu fast paths: the register-tile variants and their 
   MESSAGE("largest tile-variant error ", worst);
 }
 
-TEST_CASE_TEMPLATE("Conv3d cpu fast paths: unpadded input read in place (whole vectors per row)", T, float, double) {
+TEST_CASE_TEMPLATE("Conv3d cpu fast paths: unpadded input, whole vectors per row", T, float, double) {
   constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
   Generator g(9);
   double worst = 0;
@@ -148,7 +149,7 @@ TEST_CASE_TEMPLATE("Conv3d cpu fast paths: unpadded input read in place (whole v
         CAPTURE(describe(p));
         check_conv3d<T>(p, g, worst);
       }
-  MESSAGE("largest in-place error ", worst);
+  MESSAGE("largest unpadded-input error ", worst);
 }
 
 TEST_CASE_TEMPLATE("Conv3d cpu fast paths: stride, dilation, padding larger than the kernel reach", T, float, double) {

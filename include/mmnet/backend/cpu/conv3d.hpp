@@ -165,23 +165,45 @@ void copy_row(const T* sr, index_t W, index_t ox, index_t s, index_t Wq, T* dr) 
   }
 }
 
+// A tile shape for NW vectors of accumulators per channel block and nvec vectors per output row. Wide rows:
+// NW vectors along W (then a narrower tile for the W tail). Narrow rows: NV vectors (a divisor of nvec) times
+// NW / NV rows, the NV giving the most accumulators.
+struct TilePlan {
+  int NV;
+  bool rows;
+  index_t NR;
+};
+inline TilePlan plan_tiles(int NW, index_t nvec) {
+  TilePlan t{NW, false, 1};
+  if (nvec < NW) {
+    t.rows = true;
+    int best = 0;
+    for (int v = 1; v <= nvec; ++v)
+      if (nvec % v == 0 && (NW / v) * v > best) best = (NW / v) * v, t.NV = v;
+    t.NR = NW / t.NV;
+  }
+  return t;
+}
+
+// The fraction of a (KB, NW) tiling's multiply-adds that are real: channel blocks past Cout and tile rows
+// past OH are computed and dropped.
+inline double tile_efficiency(index_t cout, index_t KB, int NW, index_t OH, index_t nvec) {
+  const TilePlan t = plan_tiles(NW, nvec);
+  const double kf = double(cout) / double((cout + KB - 1) / KB * KB);
+  const double rf = double(OH) / double((OH + t.NR - 1) / t.NR * t.NR);
+  return kf * rf;
+}
+
 // The whole gather convolution with KB-channel blocks and about NW vectors per tile. wpack: [k-block][c][tap][KB];
 // bpack: [k-block][KB] or null.
 template <class T, int KB, int NW>
 void gather_conv(const GatherConv& g0, const T* x, const T* wpack, const T* bpack, T* y) {
   constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
   const index_t nvec = (g0.OW + L - 1) / L;
-  // Wide rows: NW vectors along W (then a narrower tile for the W tail). Narrow rows: NV vectors (a divisor of
-  // nvec) times NW / NV rows, the NV giving the most accumulators.
-  int NV = NW;
-  bool rows = false;
-  if (nvec < NW) {
-    rows = true;
-    int best = 0;
-    for (int v = 1; v <= nvec; ++v)
-      if (nvec % v == 0 && (NW / v) * v > best) best = (NW / v) * v, NV = v;
-  }
-  const index_t NR = rows ? NW / NV : 1;
+  const TilePlan tp = plan_tiles(NW, nvec);
+  const int NV = tp.NV;
+  const bool rows = tp.rows;
+  const index_t NR = tp.NR;
   // A task: about 8 output rows (whole tiles) of one (n, od), all channel blocks.
   const index_t RB = std::min((g0.OH + NR - 1) / NR, (8 + NR - 1) / NR) * NR;
   const index_t nrb = (g0.OH + RB - 1) / RB;
@@ -243,8 +265,8 @@ void gather_conv(const GatherConv& g0, const T* x, const T* wpack, const T* bpac
   (void)work;
 }
 
-// The output-channel block (and tile width) for Cout channels: 8 x 3 vectors (24 accumulators) when there
-// are enough channels, narrower blocks with more vectors for a few channels.
+// The output-channel block (and tile width) for Cout channels: 8 x 3 vectors (24 accumulators; or 6 x 4, see
+// run_gather) when there are enough channels, narrower blocks with more vectors for a few channels.
 inline int channel_block(index_t cout) { return cout >= 5 ? 8 : cout >= 3 ? 4 : cout == 2 ? 2 : 1; }
 
 // Repacks w(k, c, tap) = wsrc[k * wk + c * wc + tapidx[t]] into [k-block][c][tap][KB] (zero past Cout) and the
@@ -272,8 +294,16 @@ void pack_and_run(const GatherConv& g, const T* w, index_t wk, index_t wc, const
 template <class T>
 void run_gather(const GatherConv& g, const T* w, index_t wk, index_t wc, const index_t* tapidx, const T* bias,
                 const T* x, T* y) {
+  constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
+  const index_t nvec = (g.OW + L - 1) / L;
   switch (channel_block(g.Cout)) {
-    case 8: pack_and_run<T, 8, 3>(g, w, wk, wc, tapidx, bias, x, y); break;
+    case 8:
+      // 6 channels x 4 vectors when it wastes less (e.g. 64 channels, 16-wide rows: 4 rows per tile fit OH 16)
+      if (tile_efficiency(g.Cout, 6, 4, g.OH, nvec) > tile_efficiency(g.Cout, 8, 3, g.OH, nvec) + 0.02)
+        pack_and_run<T, 6, 4>(g, w, wk, wc, tapidx, bias, x, y);
+      else
+        pack_and_run<T, 8, 3>(g, w, wk, wc, tapidx, bias, x, y);
+      break;
     case 4: pack_and_run<T, 4, 6>(g, w, wk, wc, tapidx, bias, x, y); break;
     case 2: pack_and_run<T, 2, 8>(g, w, wk, wc, tapidx, bias, x, y); break;
     default: pack_and_run<T, 1, 8>(g, w, wk, wc, tapidx, bias, x, y); break;
