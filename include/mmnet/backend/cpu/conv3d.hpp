@@ -43,9 +43,19 @@ inline constexpr index_t parallel_work = index_t(1) << 16;
 // phase layout (a padded row of s*Wq values, phase j % s at j / s), so a tap reads a contiguous run for any s.
 // Each task copies the planes and rows it reads into a small per-thread window (no padded copy of the whole
 // input, which would cost a pass over memory and page faults), then runs its tiles on the window.
+//
+// The outputs may come in phases (a strided backward-data's output phases): each phase has its own extents,
+// first output, taps and packed weights, and reads the same window, so the window is copied once for all.
+struct GatherPhase {
+  index_t OD, OH, OW;
+  index_t y0;          // the phase's output (0, 0, 0, 0, 0) in y
+  index_t tap0, ntap;  // its taps in the tap arrays
+  index_t w0;          // its packed weights' offset, in units of Cin * KB (set by pack_and_run)
+};
+
 struct GatherConv {
   index_t N, Cin, Cout;
-  index_t OD, OH, OW;
+  index_t OD, OH;  // task extents: the largest phase's
   index_t S, Hs, Ws, oz, oy, ox;  // source extents, padding before
   index_t s, Wq;                  // W phases, phase length
   index_t zstep, ystep;
@@ -55,11 +65,13 @@ struct GatherConv {
   const index_t* tslot;  // per tap: plane slot, row offset (from ybase), phase-layout column
   const index_t* trow;
   const index_t* tcol;
-  index_t ntap;
+  GatherPhase* phases;
+  index_t nphase;
   index_t y_n, y_k, y_d, y_h, y_w;  // output strides (y_w > 1: the phases of a strided backward-data)
-  // filled by gather_conv for the tiles: the window's channel stride, row step, tap offsets
+  // set by gather_conv for the tiles: the window's channel stride and row step, one phase's taps
   index_t x_c = 0, x_h = 0;
   const index_t* toff = nullptr;
+  index_t ntap = 0;
 };
 
 // Extra elements after a padded buffer: a tile's last vectors may read past the end of the last row.
@@ -194,33 +206,33 @@ inline double tile_efficiency(index_t cout, index_t KB, int NW, index_t OH, inde
   return kf * rf;
 }
 
-// The whole gather convolution with KB-channel blocks and about NW vectors per tile. wpack: [k-block][c][tap][KB];
-// bpack: [k-block][KB] or null.
+// The whole gather convolution with KB-channel blocks and about NW vectors per tile. wpack: per phase,
+// [k-block][c][tap][KB] at phase.w0 * Cin * KB; bpack: [k-block][KB] or null.
 template <class T, int KB, int NW>
 void gather_conv(const GatherConv& g0, const T* x, const T* wpack, const T* bpack, T* y) {
   constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
-  const index_t nvec = (g0.OW + L - 1) / L;
-  const TilePlan tp = plan_tiles(NW, nvec);
-  const int NV = tp.NV;
-  const bool rows = tp.rows;
-  const index_t NR = tp.NR;
-  // A task: about 8 output rows (whole tiles) of one (n, od), all channel blocks.
-  const index_t RB = std::min((g0.OH + NR - 1) / NR, (8 + NR - 1) / NR) * NR;
+  // A task: about 8 output rows (whole tiles: rows per tile are 1 or NW, see plan_tiles) of one (n, od), all
+  // phases and channel blocks.
+  const index_t RB = std::min((g0.OH + NW - 1) / NW, index_t((8 + NW - 1) / NW)) * NW;
   const index_t nrb = (g0.OH + RB - 1) / RB;
   const index_t Rl = g0.s * g0.Wq;
   const index_t rows_span = (RB - 1) * g0.ystep + g0.yspan;
   const index_t win_c = g0.nplanes * rows_span * Rl;
-  std::vector<index_t> toff(static_cast<std::size_t>(std::max<index_t>(1, g0.ntap)));
-  for (index_t t = 0; t < g0.ntap; ++t)
+  index_t ntaps = 0;
+  for (index_t i = 0; i < g0.nphase; ++i) ntaps = std::max(ntaps, g0.phases[i].tap0 + g0.phases[i].ntap);
+  std::vector<index_t> toff(static_cast<std::size_t>(std::max<index_t>(1, ntaps)));
+  for (index_t t = 0; t < ntaps; ++t)
     toff[static_cast<std::size_t>(t)] = (g0.tslot[t] * rows_span + g0.trow[t]) * Rl + g0.tcol[t];
   GatherConv g = g0;
   g.x_c = win_c;
   g.x_h = g0.ystep * Rl;
-  g.toff = toff.data();
   const index_t nkb = (g.Cout + KB - 1) / KB;
   const index_t tasks = g.N * g.OD * nrb;
-  const index_t work = g.N * g.Cout * g.OD * g.OH * g.OW * g.Cin * g.ntap;
-  const index_t step = NV * L;
+  index_t work = 0;
+  for (index_t i = 0; i < g.nphase; ++i) {
+    const GatherPhase& ph = g.phases[i];
+    work += g.N * g.Cout * ph.OD * ph.OH * ph.OW * g.Cin * ph.ntap;
+  }
   const index_t plane = g.Hs * g.Ws;
 #if defined(_OPENMP)
 #pragma omp parallel if (work >= parallel_work)
@@ -228,12 +240,13 @@ void gather_conv(const GatherConv& g0, const T* x, const T* wpack, const T* bpac
   {
     // a tile's last vectors may read past the window's last row: read_slack zeros after it
     buffer<T> win(static_cast<std::size_t>(g.Cin * win_c + read_slack), T(0));
+    GatherConv gp = g;
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (index_t t = 0; t < tasks; ++t) {
       const index_t rb = t % nrb, od = (t / nrb) % g.OD, n = t / (nrb * g.OD);
-      const index_t oh0 = rb * RB, nrows = std::min(RB, g.OH - oh0);
+      const index_t oh0 = rb * RB;
       // the window: channel c, plane slot i, row j holds padded (od*zstep + zoff[i], oh0*ystep + ybase + j)
       for (index_t c = 0; c < g.Cin; ++c)
         for (index_t i = 0; i < g.nplanes; ++i) {
@@ -245,44 +258,62 @@ void gather_conv(const GatherConv& g0, const T* x, const T* wpack, const T* bpac
             copy_row(sp && ys >= 0 && ys < g.Hs ? sp + ys * g.Ws : nullptr, g.Ws, g.ox, g.s, g.Wq, wp + j * Rl);
           }
         }
-      for (index_t kbi = 0; kbi < nkb; ++kbi) {
-        const index_t k0 = kbi * KB, nk = std::min<index_t>(KB, g.Cout - k0);
-        const T* wp = wpack + kbi * g.Cin * g.ntap * KB;
-        const T* bp = bpack ? bpack + kbi * KB : nullptr;
-        for (index_t r0 = 0; r0 < nrows; r0 += NR) {
-          const index_t nr = std::min(NR, nrows - r0);
-          const T* xb = win.data() + r0 * g.x_h;
-          T* yb = y + n * g.y_n + k0 * g.y_k + od * g.y_d + (oh0 + r0) * g.y_h;
-          for (index_t ow0 = 0; ow0 < g.OW; ow0 += step) {
-            const index_t nw = std::min(step, g.OW - ow0);
-            const int nv = static_cast<int>((nw + L - 1) / L);
-            tile_dispatch<T, KB, NW>(nv, rows, g, xb + ow0, wp, bp, yb + ow0 * g.y_w, nk, nr, nw);
+      for (index_t pi = 0; pi < g.nphase; ++pi) {
+        const GatherPhase& ph = g.phases[pi];
+        if (od >= ph.OD || oh0 >= ph.OH) continue;
+        const index_t nrows = std::min(RB, ph.OH - oh0);
+        const TilePlan tp = plan_tiles(NW, (ph.OW + L - 1) / L);
+        const index_t step = tp.NV * L;
+        gp.toff = toff.data() + ph.tap0;
+        gp.ntap = ph.ntap;
+        for (index_t kbi = 0; kbi < nkb; ++kbi) {
+          const index_t k0 = kbi * KB, nk = std::min<index_t>(KB, g.Cout - k0);
+          const T* wp = wpack + (ph.w0 + kbi * ph.ntap) * g.Cin * KB;
+          const T* bp = bpack ? bpack + kbi * KB : nullptr;
+          for (index_t r0 = 0; r0 < nrows; r0 += tp.NR) {
+            const index_t nr = std::min(tp.NR, nrows - r0);
+            const T* xb = win.data() + r0 * g.x_h;
+            T* yb = y + ph.y0 + n * g.y_n + k0 * g.y_k + od * g.y_d + (oh0 + r0) * g.y_h;
+            for (index_t ow0 = 0; ow0 < ph.OW; ow0 += step) {
+              const index_t nw = std::min(step, ph.OW - ow0);
+              const int nv = static_cast<int>((nw + L - 1) / L);
+              tile_dispatch<T, KB, NW>(nv, tp.rows, gp, xb + ow0, wp, bp, yb + ow0 * g.y_w, nk, nr, nw);
+            }
           }
         }
       }
     }
   }
-  (void)work;
 }
 
 // The output-channel block (and tile width) for Cout channels: 8 x 3 vectors (24 accumulators; or 6 x 4, see
 // run_gather) when there are enough channels, narrower blocks with more vectors for a few channels.
 inline int channel_block(index_t cout) { return cout >= 5 ? 8 : cout >= 3 ? 4 : cout == 2 ? 2 : 1; }
 
-// Repacks w(k, c, tap) = wsrc[k * wk + c * wc + tapidx[t]] into [k-block][c][tap][KB] (zero past Cout) and the
-// bias into [k-block][KB]; then runs the gather convolution.
+// Repacks w(k, c, tap) = wsrc[k * wk + c * wc + tapidx[t]] into [phase][k-block][c][tap][KB] (zero past Cout)
+// and the bias into [k-block][KB]; then runs the gather convolution.
 template <class T, int KB, int NW>
 void pack_and_run(const GatherConv& g, const T* w, index_t wk, index_t wc, const index_t* tapidx, const T* bias,
                   const T* x, T* y) {
   const index_t nkb = (g.Cout + KB - 1) / KB;
-  buffer<T> wpack(static_cast<std::size_t>(std::max<index_t>(1, nkb * g.Cin * g.ntap * KB)), T(0));
-  for (index_t kbi = 0; kbi < nkb; ++kbi)
-    for (index_t c = 0; c < g.Cin; ++c)
-      for (index_t t = 0; t < g.ntap; ++t)
-        for (index_t kb = 0; kb < KB; ++kb) {
-          const index_t k = kbi * KB + kb;
-          if (k < g.Cout) wpack[static_cast<std::size_t>(((kbi * g.Cin + c) * g.ntap + t) * KB + kb)] = w[k * wk + c * wc + tapidx[t]];
-        }
+  index_t total = 0;  // in units of Cin * KB
+  for (index_t i = 0; i < g.nphase; ++i) {
+    g.phases[i].w0 = total;
+    total += nkb * g.phases[i].ntap;
+  }
+  buffer<T> wpack(static_cast<std::size_t>(std::max<index_t>(1, total * g.Cin * KB)), T(0));
+  for (index_t i = 0; i < g.nphase; ++i) {
+    const GatherPhase& ph = g.phases[i];
+    for (index_t kbi = 0; kbi < nkb; ++kbi)
+      for (index_t c = 0; c < g.Cin; ++c)
+        for (index_t t = 0; t < ph.ntap; ++t)
+          for (index_t kb = 0; kb < KB; ++kb) {
+            const index_t k = kbi * KB + kb;
+            if (k < g.Cout)
+              wpack[static_cast<std::size_t>((((ph.w0 + kbi * ph.ntap) * g.Cin + c * ph.ntap + t) * KB + kb))] =
+                  w[k * wk + c * wc + tapidx[ph.tap0 + t]];
+          }
+  }
   buffer<T> bpack;
   if (bias) {
     bpack.assign(static_cast<std::size_t>(nkb * KB), T(0));
@@ -295,7 +326,7 @@ template <class T>
 void run_gather(const GatherConv& g, const T* w, index_t wk, index_t wc, const index_t* tapidx, const T* bias,
                 const T* x, T* y) {
   constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
-  const index_t nvec = (g.OW + L - 1) / L;
+  const index_t nvec = (g.phases[0].OW + L - 1) / L;  // phase 0 is the largest
   switch (channel_block(g.Cout)) {
     case 8:
       // 6 channels x 4 vectors when it wastes less (e.g. 64 channels, 16-wide rows: 4 rows per tile fit OH 16)
@@ -328,8 +359,9 @@ void forward(const Conv3dProblem& p, const T* x, const T* w, const T* b, T* y) {
         tcol.push_back((j % s) * Wq + j / s);
         tapidx.push_back((a * p.kh + bb) * p.kw + e);
       }
-  GatherConv g{p.N, p.C, p.K, p.OD, p.OH, p.OW, p.D, p.H, p.W, p.pd, p.ph, p.pw, s, Wq, p.sd, p.sh,
-               zoff.data(), p.kd, 0, (p.kh - 1) * p.dh + 1, tslot.data(), trow.data(), tcol.data(), kvol,
+  GatherPhase phase{p.OD, p.OH, p.OW, 0, 0, kvol, 0};
+  GatherConv g{p.N, p.C, p.K, p.OD, p.OH, p.D, p.H, p.W, p.pd, p.ph, p.pw, s, Wq, p.sd, p.sh,
+               zoff.data(), p.kd, 0, (p.kh - 1) * p.dh + 1, tslot.data(), trow.data(), tcol.data(), &phase, 1,
                p.K * p.OD * p.OH * p.OW, p.OD * p.OH * p.OW, p.OH * p.OW, p.OW, 1};
   run_gather(g, w, p.C * kvol, kvol, tapidx.data(), b, x, y);
 }
@@ -356,53 +388,66 @@ struct AxisPhases {
   }
 };
 
-// dx = conv3d^T(dy, w) (+ bias, for ConvTranspose3d), assigning dx; any stride, padding and dilation.
+// dx = conv3d^T(dy, w) (+ bias, for ConvTranspose3d), assigning dx; any stride, padding and dilation. The
+// output phases (fd, fh, fw) are the phases of one gather convolution over one window of padded dy.
 template <class T>
 void backward_data(const Conv3dProblem& p, const T* dy, const T* w, const T* bias, T* dx) {
   const AxisPhases ad(p.D, p.OD, p.kd, p.sd, p.pd, p.dd), ah(p.H, p.OH, p.kh, p.sh, p.ph, p.dh),
       aw(p.W, p.OW, p.kw, p.sw, p.pw, p.dw);
+  // the planes and rows (padded dy coordinates, at q = 0) the phases' taps read
+  std::vector<index_t> zoff;
+  index_t ylo = 0, yhi = -1;
+  for (index_t fd = 0; fd < std::min(p.sd, p.D); ++fd)
+    for (index_t a = 0; a < p.kd; ++a) {
+      const index_t ud = fd + p.pd - a * p.dd;
+      if (AxisPhases::floor_mod(ud, p.sd) == 0) zoff.push_back(ud / p.sd + ad.front);
+    }
+  std::sort(zoff.begin(), zoff.end());
+  zoff.erase(std::unique(zoff.begin(), zoff.end()), zoff.end());
+  for (index_t fh = 0; fh < std::min(p.sh, p.H); ++fh)
+    for (index_t bb = 0; bb < p.kh; ++bb) {
+      const index_t uh = fh + p.ph - bb * p.dh;
+      if (AxisPhases::floor_mod(uh, p.sh) != 0) continue;
+      const index_t yr = uh / p.sh + ah.front;
+      ylo = yhi < ylo ? yr : std::min(ylo, yr);
+      yhi = std::max(yhi, yr);
+    }
+  if (yhi < ylo) ylo = yhi = 0;
   const index_t kvol = p.kernel_volume();
-  std::vector<index_t> zoff, tslot, trow, tcol, tapidx;
+  std::vector<index_t> tslot, trow, tcol, tapidx;
+  std::vector<GatherPhase> phases;
   for (index_t fd = 0; fd < std::min(p.sd, p.D); ++fd)
     for (index_t fh = 0; fh < std::min(p.sh, p.H); ++fh)
       for (index_t fw = 0; fw < std::min(p.sw, p.W); ++fw) {
-        zoff.clear(), tslot.clear(), trow.clear(), tcol.clear(), tapidx.clear();
-        index_t ylo = 0, yhi = 0;
-        bool first = true;
-        for (index_t bb = 0; bb < p.kh; ++bb) {
-          const index_t uh = fh + p.ph - bb * p.dh;
-          if (AxisPhases::floor_mod(uh, p.sh) != 0) continue;
-          const index_t yr = uh / p.sh + ah.front;
-          ylo = first ? yr : std::min(ylo, yr), yhi = first ? yr : std::max(yhi, yr), first = false;
-        }
+        const index_t tap0 = static_cast<index_t>(tslot.size());
         for (index_t a = 0; a < p.kd; ++a) {
           const index_t ud = fd + p.pd - a * p.dd;
           if (AxisPhases::floor_mod(ud, p.sd) != 0) continue;
-          bool used = false;
+          const index_t slot =
+              std::lower_bound(zoff.begin(), zoff.end(), ud / p.sd + ad.front) - zoff.begin();
           for (index_t bb = 0; bb < p.kh; ++bb) {
             const index_t uh = fh + p.ph - bb * p.dh;
             if (AxisPhases::floor_mod(uh, p.sh) != 0) continue;
             for (index_t e = 0; e < p.kw; ++e) {
               const index_t uw = fw + p.pw - e * p.dw;
               if (AxisPhases::floor_mod(uw, p.sw) != 0) continue;
-              used = true;
-              tslot.push_back(static_cast<index_t>(zoff.size()));
+              tslot.push_back(slot);
               trow.push_back(uh / p.sh + ah.front - ylo);
               tcol.push_back(uw / p.sw + aw.front);
               tapidx.push_back((a * p.kh + bb) * p.kw + e);
             }
           }
-          if (used) zoff.push_back(ud / p.sd + ad.front);
         }
-        const index_t QD = (p.D - fd + p.sd - 1) / p.sd, QH = (p.H - fh + p.sh - 1) / p.sh,
-                      QW = (p.W - fw + p.sw - 1) / p.sw;
         // a phase no tap reaches still runs (ntap = 0): it stores the bias or zeros
-        GatherConv g{p.N, p.K, p.C, QD, QH, QW, p.OD, p.OH, p.OW, ad.front, ah.front, aw.front, 1,
-                     aw.extent, 1, 1, zoff.data(), static_cast<index_t>(zoff.size()), ylo, yhi - ylo + 1,
-                     tslot.data(), trow.data(), tcol.data(), static_cast<index_t>(tslot.size()),
-                     p.C * p.D * p.H * p.W, p.D * p.H * p.W, p.sd * p.H * p.W, p.sh * p.W, p.sw};
-        run_gather(g, w, kvol, p.C * kvol, tapidx.data(), bias, dy, dx + (fd * p.H + fh) * p.W + fw);
+        phases.push_back(GatherPhase{(p.D - fd + p.sd - 1) / p.sd, (p.H - fh + p.sh - 1) / p.sh,
+                                     (p.W - fw + p.sw - 1) / p.sw, (fd * p.H + fh) * p.W + fw, tap0,
+                                     static_cast<index_t>(tslot.size()) - tap0, 0});
       }
+  GatherConv g{p.N, p.K, p.C, phases[0].OD, phases[0].OH, p.OD, p.OH, p.OW, ad.front, ah.front, aw.front, 1,
+               aw.extent, 1, 1, zoff.data(), static_cast<index_t>(zoff.size()), ylo, yhi - ylo + 1, tslot.data(),
+               trow.data(), tcol.data(), phases.data(), static_cast<index_t>(phases.size()),
+               p.C * p.D * p.H * p.W, p.D * p.H * p.W, p.sd * p.H * p.W, p.sh * p.W, p.sw};
+  run_gather(g, w, kvol, p.C * kvol, tapidx.data(), bias, dy, dx);
 }
 
 }  // namespace cpu_conv3d
