@@ -174,6 +174,33 @@ TEST_CASE_TEMPLATE("Conv3d cpu fast paths: stride, dilation, padding larger than
   MESSAGE("largest stride/dilation error ", worst);
 }
 
+TEST_CASE_TEMPLATE("Conv3d cpu fast paths: long D (a task's run of od reuses the planes it has copied)", T, float,
+                   double) {
+  // Tasks are runs of od once there are more than 16 (n, od) pairs per row block: D 37-60 makes runs of 3-4,
+  // whose plane ring wraps around; strides, dilations and transposed convolutions included.
+  Generator g(13);
+  double worst = 0;
+  struct Case {
+    index_t k, s, p, d;
+  };
+  for (const Case c : {Case{3, 1, 1, 1}, Case{3, 2, 1, 1}, Case{3, 1, 2, 2}, Case{2, 2, 0, 1}, Case{1, 1, 0, 1}}) {
+    Conv3dProblem p;
+    p.N = 1, p.C = 3, p.K = 5, p.D = c.s == 2 ? 60 : 37, p.H = 5, p.W = 21;
+    p.kd = c.k, p.kh = c.k, p.kw = c.k, p.sd = c.s, p.sh = c.s, p.sw = c.s;
+    p.pd = c.p, p.ph = c.p, p.pw = c.p, p.dd = c.d, p.dh = c.d, p.dw = c.d;
+    p.compute_output();
+    CAPTURE(describe(p));
+    check_conv3d<T>(p, g, worst);
+    ConvTranspose3dProblem q;
+    q.N = 1, q.C = 4, q.K = 3, q.D = 31, q.H = 4, q.W = 9;
+    q.kd = q.kh = q.kw = c.k, q.sd = q.sh = q.sw = c.s, q.pd = q.ph = q.pw = c.p / 2, q.dd = q.dh = q.dw = c.d;
+    q.compute_output();
+    CAPTURE(describe(q.adjoint()));
+    check_conv_transpose3d<T>(q, g, worst);
+  }
+  MESSAGE("largest long-D error ", worst);
+}
+
 TEST_CASE_TEMPLATE("ConvTranspose3d cpu fast paths agree with the generic kernels", T, float, double) {
   Rng r{Generator(4242)};
   double worst = 0;

@@ -155,10 +155,18 @@ void copy_row(const T* sr, index_t W, index_t ox, index_t s, index_t Wq, T* dr) 
     return;
   }
   const index_t j0 = std::max<index_t>(0, ox), j1 = std::min(Rl, ox + W);  // padded columns with a source
-  if (s == 1) {
+  if (s == 1 && Rl >= 64) {
     std::fill(dr, dr + std::min(j0, Rl), T(0));
     if (j1 > j0) std::memcpy(dr + j0, sr + (j0 - ox), sizeof(T) * static_cast<std::size_t>(j1 - j0));
     std::fill(dr + std::min(std::max(j0, j1), Rl), dr + Rl, T(0));
+    return;
+  }
+  if (s == 1) {  // plain loops: for short rows library calls would cost more than the copy
+    const index_t a = std::min(j0, Rl), b = std::max(a, j1);
+    const T* sj = sr - ox;
+    for (index_t j = 0; j < a; ++j) dr[j] = T(0);
+    for (index_t j = a; j < b; ++j) dr[j] = sj[j];
+    for (index_t j = b; j < Rl; ++j) dr[j] = T(0);
     return;
   }
   for (index_t ph = 0; ph < s; ++ph) {  // phase ph holds padded columns j = ph + s*q
@@ -211,23 +219,31 @@ inline double tile_efficiency(index_t cout, index_t KB, int NW, index_t OH, inde
 template <class T, int KB, int NW>
 void gather_conv(const GatherConv& g0, const T* x, const T* wpack, const T* bpack, T* y) {
   constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
-  // A task: about 8 output rows (whole tiles: rows per tile are 1 or NW, see plan_tiles) of one (n, od), all
-  // phases and channel blocks.
+  // A task: about 8 output rows (whole tiles: rows per tile are 1 or NW, see plan_tiles) of one n and a run of
+  // od, all phases and channel blocks. The window keeps a ring of zring padded planes (plane z in slot
+  // z % zring), so consecutive od copy only the planes they add.
   const index_t RB = std::min((g0.OH + NW - 1) / NW, index_t((8 + NW - 1) / NW)) * NW;
   const index_t nrb = (g0.OH + RB - 1) / RB;
   const index_t Rl = g0.s * g0.Wq;
   const index_t rows_span = (RB - 1) * g0.ystep + g0.yspan;
-  const index_t win_c = g0.nplanes * rows_span * Rl;
+  index_t zmin = 0, zmax = 0;
+  for (index_t i = 0; i < g0.nplanes; ++i) {
+    zmin = i ? std::min(zmin, g0.zoff[i]) : g0.zoff[i];
+    zmax = i ? std::max(zmax, g0.zoff[i]) : g0.zoff[i];
+  }
+  const index_t zring = g0.nplanes ? zmax - zmin + 1 : 0;
+  const index_t win_c = zring * rows_span * Rl;
   index_t ntaps = 0;
   for (index_t i = 0; i < g0.nphase; ++i) ntaps = std::max(ntaps, g0.phases[i].tap0 + g0.phases[i].ntap);
-  std::vector<index_t> toff(static_cast<std::size_t>(std::max<index_t>(1, ntaps)));
-  for (index_t t = 0; t < ntaps; ++t)
-    toff[static_cast<std::size_t>(t)] = (g0.tslot[t] * rows_span + g0.trow[t]) * Rl + g0.tcol[t];
   GatherConv g = g0;
   g.x_c = win_c;
   g.x_h = g0.ystep * Rl;
   const index_t nkb = (g.Cout + KB - 1) / KB;
-  const index_t tasks = g.N * g.OD * nrb;
+  // runs of od (single od when the kernel has one plane): enough tasks (16) to balance threads, long runs to
+  // reuse planes
+  const index_t nodc = zring <= 1 ? g.OD : std::min(g.OD, std::max<index_t>(1, (16 + g.N * nrb - 1) / (g.N * nrb)));
+  const index_t odlen = (g.OD + nodc - 1) / nodc;
+  const index_t tasks = g.N * nrb * nodc;
   index_t work = 0;
   for (index_t i = 0; i < g.nphase; ++i) {
     const GatherPhase& ph = g.phases[i];
@@ -240,50 +256,63 @@ void gather_conv(const GatherConv& g0, const T* x, const T* wpack, const T* bpac
   {
     // a tile's last vectors may read past the window's last row: read_slack zeros after it
     buffer<T> win(static_cast<std::size_t>(g.Cin * win_c + read_slack), T(0));
+    std::vector<index_t> ring(static_cast<std::size_t>(std::max<index_t>(1, zring)));
+    std::vector<index_t> toff(static_cast<std::size_t>(std::max<index_t>(1, ntaps)));
     GatherConv gp = g;
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (index_t t = 0; t < tasks; ++t) {
-      const index_t rb = t % nrb, od = (t / nrb) % g.OD, n = t / (nrb * g.OD);
+      const index_t rb = t % nrb, odc = (t / nrb) % nodc, n = t / (nodc * nrb);
       const index_t oh0 = rb * RB;
-      // the window: channel c, plane slot i, row j holds padded (od*zstep + zoff[i], oh0*ystep + ybase + j)
-      for (index_t c = 0; c < g.Cin; ++c)
+      std::fill(ring.begin(), ring.end(), index_t(-1));
+      for (index_t od = odc * odlen; od < std::min(g.OD, (odc + 1) * odlen); ++od) {
+        // the window: channel c, ring slot z % zring, row j holds padded (z, oh0*ystep + ybase + j)
         for (index_t i = 0; i < g.nplanes; ++i) {
-          const index_t zs = od * g.zstep + g.zoff[i] - g.oz;
-          const T* sp = (zs >= 0 && zs < g.S) ? x + ((n * g.Cin + c) * g.S + zs) * plane : nullptr;
-          T* wp = win.data() + c * win_c + i * rows_span * Rl;
-          for (index_t j = 0; j < rows_span; ++j) {
-            const index_t ys = oh0 * g.ystep + g.ybase + j - g.oy;
-            copy_row(sp && ys >= 0 && ys < g.Hs ? sp + ys * g.Ws : nullptr, g.Ws, g.ox, g.s, g.Wq, wp + j * Rl);
+          const index_t z = od * g.zstep + g.zoff[i], slot = z % zring;
+          if (ring[static_cast<std::size_t>(slot)] == z) continue;
+          ring[static_cast<std::size_t>(slot)] = z;
+          const index_t zs = z - g.oz;
+          for (index_t c = 0; c < g.Cin; ++c) {
+            const T* sp = (zs >= 0 && zs < g.S) ? x + ((n * g.Cin + c) * g.S + zs) * plane : nullptr;
+            T* wp = win.data() + c * win_c + slot * rows_span * Rl;
+            for (index_t j = 0; j < rows_span; ++j) {
+              const index_t ys = oh0 * g.ystep + g.ybase + j - g.oy;
+              copy_row(sp && ys >= 0 && ys < g.Hs ? sp + ys * g.Ws : nullptr, g.Ws, g.ox, g.s, g.Wq, wp + j * Rl);
+            }
           }
         }
-      for (index_t pi = 0; pi < g.nphase; ++pi) {
-        const GatherPhase& ph = g.phases[pi];
-        if (od >= ph.OD || oh0 >= ph.OH) continue;
-        const index_t nrows = std::min(RB, ph.OH - oh0);
-        const TilePlan tp = plan_tiles(NW, (ph.OW + L - 1) / L);
-        const index_t step = tp.NV * L;
-        gp.toff = toff.data() + ph.tap0;
-        gp.ntap = ph.ntap;
-        for (index_t kbi = 0; kbi < nkb; ++kbi) {
-          const index_t k0 = kbi * KB, nk = std::min<index_t>(KB, g.Cout - k0);
-          const T* wp = wpack + (ph.w0 + kbi * ph.ntap) * g.Cin * KB;
-          const T* bp = bpack ? bpack + kbi * KB : nullptr;
-          for (index_t r0 = 0; r0 < nrows; r0 += tp.NR) {
-            const index_t nr = std::min(tp.NR, nrows - r0);
-            const T* xb = win.data() + r0 * g.x_h;
-            T* yb = y + ph.y0 + n * g.y_n + k0 * g.y_k + od * g.y_d + (oh0 + r0) * g.y_h;
-            for (index_t ow0 = 0; ow0 < ph.OW; ow0 += step) {
-              const index_t nw = std::min(step, ph.OW - ow0);
-              const int nv = static_cast<int>((nw + L - 1) / L);
-              tile_dispatch<T, KB, NW>(nv, tp.rows, gp, xb + ow0, wp, bp, yb + ow0 * g.y_w, nk, nr, nw);
+        for (index_t tt = 0; tt < ntaps; ++tt)
+          toff[static_cast<std::size_t>(tt)] =
+              (((od * g.zstep + g.zoff[g.tslot[tt]]) % zring) * rows_span + g.trow[tt]) * Rl + g.tcol[tt];
+        for (index_t pi = 0; pi < g.nphase; ++pi) {
+          const GatherPhase& ph = g.phases[pi];
+          if (od >= ph.OD || oh0 >= ph.OH) continue;
+          const index_t nrows = std::min(RB, ph.OH - oh0);
+          const TilePlan tp = plan_tiles(NW, (ph.OW + L - 1) / L);
+          const index_t step = tp.NV * L;
+          gp.toff = toff.data() + ph.tap0;
+          gp.ntap = ph.ntap;
+          for (index_t kbi = 0; kbi < nkb; ++kbi) {
+            const index_t k0 = kbi * KB, nk = std::min<index_t>(KB, g.Cout - k0);
+            const T* wp = wpack + (ph.w0 + kbi * ph.ntap) * g.Cin * KB;
+            const T* bp = bpack ? bpack + kbi * KB : nullptr;
+            for (index_t r0 = 0; r0 < nrows; r0 += tp.NR) {
+              const index_t nr = std::min(tp.NR, nrows - r0);
+              const T* xb = win.data() + r0 * g.x_h;
+              T* yb = y + ph.y0 + n * g.y_n + k0 * g.y_k + od * g.y_d + (oh0 + r0) * g.y_h;
+              for (index_t ow0 = 0; ow0 < ph.OW; ow0 += step) {
+                const index_t nw = std::min(step, ph.OW - ow0);
+                const int nv = static_cast<int>((nw + L - 1) / L);
+                tile_dispatch<T, KB, NW>(nv, tp.rows, gp, xb + ow0, wp, bp, yb + ow0 * g.y_w, nk, nr, nw);
+              }
             }
           }
         }
       }
     }
   }
+  (void)work;
 }
 
 // The output-channel block (and tile width) for Cout channels: 8 x 3 vectors (24 accumulators; or 6 x 4, see
