@@ -3,17 +3,21 @@
 //
 // Forward and backward-data are one "gather convolution" (GatherConv): every output row segment is
 //   y[n, k, o] = bias[k] + sum_{c, t} x[n, c, base(o) + toff[t]] * wpack[k, c, t]
-// over a zero-padded copy of the input (no bounds checks), with a list of tap offsets toff:
+// over the zero-padded input (no bounds checks), with a list of tap offsets toff:
 //   forward        x = pad(input), W de-interleaved into stride_w phases (polyphase), so each tap reads a
 //                  contiguous run of W whatever the stride; taps = the whole kernel.
 //   backward-data  polyphase: the outputs dx[phase + stride * q] of one phase (per axis) are a stride-1
 //                  gather over pad(dy) with the taps t whose (phase + pad - t*d) is divisible by the stride;
-//                  no zeros are inserted, so stride s does 1/s^3 of the spread convolution's work.
-// The register tile is KB output channels x NR rows x NV vectors along W (about 24 accumulators): each tap
-// loads NR*NV input vectors and KB broadcast weights (repacked per call as [k-block][c][tap][KB], so a tap's KB
-// weights are contiguous; a channel tail is padded with zero weights and not stored). Small OW blocks several
-// output rows instead of vectors. OpenMP splits (n, k-block, od, oh-block) tiles; each output element is
-// summed by one tile in a fixed order, so results do not depend on the thread count.
+//                  no zeros are inserted, so stride s does 1/s^3 of the spread convolution's work. All phases
+//                  run in one pass over one window.
+// The padding is never materialised for the whole input: each OpenMP task (n, ~8 output rows, a run of od)
+// copies the rows it reads into a per-thread window, keeping a ring of planes so consecutive od copy only
+// the planes they add. The register tile is KB output channels x NR rows x NV vectors along W (24
+// accumulators: 8 x 3 or 6 x 4, or 4 x 6, 2 x 8, 1 x 8 for few channels): each tap loads NR*NV input vectors
+// and KB broadcast weights (repacked per call as [k-block][c][tap][KB], so a tap's KB weights are contiguous;
+// a channel tail is padded with zero weights and not stored). Narrow rows (fewer vectors than the tile)
+// block several output rows instead. Each output element is summed by one tile in a fixed order, so results
+// do not depend on the thread count.
 //   backward-weight  dw[k,c,tap] += sum over rows of dot(dy row, x row)     (stride_w == 1, else generic)
 //
 // Precision: forward and backward-data sum C*kd*kh*kw (resp. K*kd*kh*kw) products in T, as every conv
