@@ -72,7 +72,7 @@ TEST_CASE("Conv3d passes the central-difference gradient check") {
 
 TEST_CASE_TEMPLATE("Conv3d parameter gradients accumulate over two backward calls", T, float, double) {
   Fixture fx("conv3d");
-  for (int i : {0, 10}) {  // the fast path, and the generic fallback (stride_w 3)
+  for (int i : {0, 10, 16}) {  // k3, stride_w 3 (polyphase), a wide row (8-channel block and tail)
     const std::string g = case_name(i);
     CAPTURE(g);
     auto conv = case_module<T>(fx, g);

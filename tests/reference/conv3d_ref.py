@@ -26,6 +26,11 @@ CASES = [
     ((2, 3, 3, 4, 5), 2, (1, 1, 1), (1, 1, 1), (1, 2, 1), (1, 1, 1), True),  # padding beyond the kernel
     ((1, 2, 9, 7, 9), 3, (2, 2, 3), (3, 2, 1), (0, 1, 1), (1, 1, 2), True),  # stride 3 leaves inputs unread
     ((1, 1, 9, 10, 12), 1, (3, 3, 3), (2, 2, 1), (2, 1, 3), (2, 1, 3), False),  # one channel in and out
+    # wide rows for the cpu register tiles: an 8-channel block plus a tail, several W tiles plus a W tail
+    ((1, 3, 3, 5, 70), 10, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), True),
+    ((2, 9, 3, 5, 41), 2, (3, 3, 3), (1, 2, 2), (1, 1, 1), (1, 1, 1), True),  # 2-channel block, stride_w 2
+    ((1, 4, 3, 6, 64), 3, (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1), True),  # unpadded 1x1x1: read in place
+    ((1, 2, 4, 5, 50), 1, (3, 3, 3), (1, 1, 3), (1, 1, 2), (1, 1, 2), False),  # 1 channel, stride_w 3, dilation
 ]
 
 

@@ -27,6 +27,10 @@ CASES = [
     ((2, 5, 3, 4, 2), 2, (2, 3, 2), (2, 2, 1), (0, 1, 0), (1, 1, 0), (1, 1, 1), False),  # Cin > Cout, no bias
     ((1, 1, 2, 3, 4), 1, (2, 2, 2), (2, 2, 2), (0, 0, 0), (0, 0, 0), (1, 1, 1), True),  # one channel
     ((2, 2, 1, 4, 3), 3, (1, 3, 3), (1, 2, 2), (0, 1, 1), (0, 1, 1), (1, 1, 1), True),  # size-1 D axis
+    # wide rows for the cpu register tiles (channel blocks with tails, W tiles with tails, polyphase strides)
+    ((1, 3, 2, 3, 36), 10, (2, 2, 2), (2, 2, 2), (0, 0, 0), (0, 0, 0), (1, 1, 1), True),  # k2 s2 decoder, wide
+    ((2, 9, 2, 4, 23), 3, (3, 3, 3), (1, 2, 2), (1, 1, 1), (0, 1, 1), (1, 1, 1), True),  # k3 s2 p1 op1, wide
+    ((1, 4, 3, 4, 40), 1, (3, 3, 3), (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1), False),  # one output channel
 ]
 
 

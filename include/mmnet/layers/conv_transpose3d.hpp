@@ -13,6 +13,7 @@
 #include <string>
 
 #include "../backend/common/conv_transpose3d.hpp"
+#include "../backend/cpu/conv_transpose3d.hpp"
 #include "../core/expanding_array.hpp"
 #include "../core/module.hpp"
 #include "../core/random.hpp"
