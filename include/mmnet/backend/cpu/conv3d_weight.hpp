@@ -1,0 +1,327 @@
+// mmnet/backend/cpu/conv3d_weight.hpp: the cpu fast path of the Conv3d weight and bias gradients (overloads on the
+// cpu tag of backend/common/conv3d.hpp's generic kernels). ConvTranspose3d's weight gradient is the same kernel on
+// its adjoint conv (backend/common/conv_transpose3d.hpp), and its bias gradient the channel sums below.
+//
+// Weight gradient as a reduction over output rows: with the input repacked so that every (c, a, b, e) tap reads a
+// contiguous run along W ("stream" j = (c, a, b, e), one fixed offset from the row's base),
+//   dw[k, j] += sum_{rows (n, od, oh)} sum_{ow} dy[n, k, od, oh, ow] * xs[row base + off[j] + ow]
+// A register tile of KB output channels x NX streams keeps KB*NX vector accumulators: per W vector it loads KB dy
+// and NX x vectors for KB*NX FMAs. The input is repacked once: zero padding, rows wide enough that the padded dy
+// row (a whole number of vectors; dy is copied only when W is not) reads no garbage, and stride_w > 1 split into
+// stride_w phases (polyphase) so the strided taps are contiguous too.
+//
+// Order and precision: rows are cut into fixed chunks (about 512 products per vector lane), independent of the
+// thread count. Within a chunk the vector partial sums stay in T (in memory between row blocks, so a block of dy
+// rows sits in L1 while every stream block of the tile passes over it); each chunk ends with one horizontal sum
+// converted to acc_t, and the chunks' sums are added in chunk order in acc_t. Threads split (chunk, channel
+// block) pairs; each writes its own partial sums, so results are bit-identical for any thread count.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include <xsimd/xsimd.hpp>
+
+#include "../common/conv3d.hpp"
+#include "memory.hpp"
+
+namespace mmnet::backend {
+namespace cpu_conv3d_weight {
+
+template <class T>
+using buffer = std::vector<T, xsimd::aligned_allocator<T>>;
+
+// The register tile: KB output channels x NX streams. 32 vector registers (AVX-512, NEON) hold 4 x 6
+// accumulators plus 4 dy and 1 x vector; 16 (AVX2, SSE) hold 3 x 3.
+#if defined(__AVX512F__) || defined(__aarch64__)
+inline constexpr index_t tile_k = 4, tile_x = 6;
+#else
+inline constexpr index_t tile_k = 3, tile_x = 3;
+#endif
+
+// Products per vector lane summed in T before a chunk's horizontal sum goes to acc_t.
+inline constexpr index_t chunk_products = 512;
+// Bytes of dy rows (one channel block) a row block keeps in L1.
+inline constexpr index_t l1_dy_bytes = 16384;
+// Work below this many multiply-adds stays on one thread.
+inline constexpr index_t parallel_work = index_t(1) << 16;
+
+// Where the rows live. dy: row (n, od, oh) of channel k at dy + n*dy_batch + k*dy_chan + (od*OH + oh)*dy_pitch.
+// x (repacked or not): row base xs + n*x_batch + od*x_dstep + oh*x_hstep; stream j at + off[j].
+struct Geometry {
+  index_t N, OD, OH, vecs;
+  index_t dy_pitch, dy_chan, dy_batch;
+  index_t x_batch, x_dstep, x_hstep;
+};
+
+// One load of x feeds KB FMAs: without this GCC folds the load into each FMA (KB unaligned loads, which
+// split across cache lines, instead of one) to save a register.
+template <class B>
+inline void keep_in_register(B& v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__)) && !defined(__CUDA_ARCH__)
+  asm("" : "+x"(v.data));
+#else
+  (void)v;
+#endif
+}
+
+// Adds a KB x NX tile of products over rows [r0, r1) to the vector sums acc (tile_k x tile_x batches, in memory).
+template <class T, int KB, int NX>
+void tile_rows(const Geometry& g, const T* dyk, const T* xs, const index_t* off, index_t r0, index_t r1,
+               xsimd::batch<T>* acc) {
+  using B = xsimd::batch<T>;
+  constexpr index_t L = static_cast<index_t>(B::size);
+  B s[KB][NX];
+  for (int kb = 0; kb < KB; ++kb)
+    for (int j = 0; j < NX; ++j) s[kb][j] = acc[kb * tile_x + j];
+  index_t oh = r0 % g.OH, t = r0 / g.OH;
+  index_t od = t % g.OD, n = t / g.OD;
+  // the row's dy and x, advanced row by row (dy rows of one sample are contiguous)
+  const T* d = dyk + n * g.dy_batch + (od * g.OH + oh) * g.dy_pitch;
+  const T* xr = xs + n * g.x_batch + od * g.x_dstep + oh * g.x_hstep;
+  index_t o[NX];
+  for (int j = 0; j < NX; ++j) o[j] = off[j];
+  for (index_t r = r0; r < r1; ++r) {
+    for (index_t v = 0; v < g.vecs * L; v += L) {
+      B dv[KB];
+      for (int kb = 0; kb < KB; ++kb) dv[kb] = B::load_unaligned(d + kb * g.dy_chan + v);
+      for (int j = 0; j < NX; ++j) {
+        B xv = B::load_unaligned(xr + o[j] + v);
+        keep_in_register(xv);
+        for (int kb = 0; kb < KB; ++kb) s[kb][j] = xsimd::fma(dv[kb], xv, s[kb][j]);
+      }
+    }
+    d += g.dy_pitch;
+    xr += g.x_hstep;
+    if (++oh == g.OH) {
+      oh = 0;
+      xr += g.x_dstep - g.OH * g.x_hstep;
+      if (++od == g.OD) {
+        od = 0;
+        d += g.dy_batch - g.OD * g.OH * g.dy_pitch;
+        xr += g.x_batch - g.OD * g.x_dstep;
+      }
+    }
+  }
+  for (int kb = 0; kb < KB; ++kb)
+    for (int j = 0; j < NX; ++j) acc[kb * tile_x + j] = s[kb][j];
+}
+
+template <class T>
+using tile_fn = void (*)(const Geometry&, const T*, const T*, const index_t*, index_t, index_t, xsimd::batch<T>*);
+
+template <class T, int KB, std::size_t... J>
+constexpr std::array<tile_fn<T>, sizeof...(J)> tile_row(std::index_sequence<J...>) {
+  return {{&tile_rows<T, KB, static_cast<int>(J) + 1>...}};
+}
+template <class T, std::size_t... K>
+constexpr std::array<std::array<tile_fn<T>, tile_x>, sizeof...(K)> tile_table(std::index_sequence<K...>) {
+  return {{tile_row<T, static_cast<int>(K) + 1>(std::make_index_sequence<static_cast<std::size_t>(tile_x)>{})...}};
+}
+// tile_kernel<T>(kb, nx): the tile for kb channels and nx streams (1 <= kb <= tile_k, 1 <= nx <= tile_x).
+template <class T>
+tile_fn<T> tile_kernel(index_t kb, index_t nx) {
+  static constexpr auto table = tile_table<T>(std::make_index_sequence<static_cast<std::size_t>(tile_k)>{});
+  return table[static_cast<std::size_t>(kb - 1)][static_cast<std::size_t>(nx - 1)];
+}
+
+// Copies x into planes (Dp, Hp) of rows holding sw phases of Wq entries: phase f, entry i is the padded input
+// at w = i*sw + f (zero outside the input and past its end).
+template <class T>
+void pack_input(const Conv3dProblem& p, const T* x, index_t Dp, index_t Hp, index_t Wq, T* xs) {
+  const index_t planes = p.N * p.C * Dp, row = p.sw * Wq;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (planes * Hp * row >= parallel_work)
+#endif
+  for (index_t pi = 0; pi < planes; ++pi) {
+    const index_t zp = pi % Dp, nc = pi / Dp;
+    T* dp = xs + pi * Hp * row;
+    std::fill(dp, dp + Hp * row, T(0));
+    const index_t z = zp - p.pd;
+    if (z < 0 || z >= p.D) continue;
+    for (index_t yp = 0; yp < Hp; ++yp) {
+      const index_t y = yp - p.ph;
+      if (y < 0 || y >= p.H) continue;
+      const T* sr = x + ((nc * p.D + z) * p.H + y) * p.W;
+      T* dr = dp + yp * row;
+      if (p.sw == 1) {
+        const index_t w0 = std::max<index_t>(0, p.pw), w1 = std::min(Wq, p.pw + p.W);
+        if (w1 > w0) std::memcpy(dr + w0, sr + (w0 - p.pw), sizeof(T) * static_cast<std::size_t>(w1 - w0));
+      } else {
+        for (index_t f = 0; f < p.sw; ++f)
+          for (index_t i = 0; i < Wq; ++i) {
+            const index_t w = i * p.sw + f - p.pw;
+            if (w >= 0 && w < p.W) dr[f * Wq + i] = sr[w];
+          }
+      }
+    }
+  }
+}
+
+// Copies dy into rows of pitch OWp (zeros after OW).
+template <class T>
+void pack_rows(index_t rows, index_t OW, index_t OWp, const T* dy, T* out) {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (rows * OWp >= parallel_work)
+#endif
+  for (index_t r = 0; r < rows; ++r) {
+    std::memcpy(out + r * OWp, dy + r * OW, sizeof(T) * static_cast<std::size_t>(OW));
+    std::fill(out + r * OWp + OW, out + (r + 1) * OWp, T(0));
+  }
+}
+
+// Sum of n values in acc_t: vector sums in T over blocks of chunk_products vectors, each block's horizontal sum
+// added in acc_t (the same blocking for every caller, so per-channel results do not depend on threads).
+template <class T>
+acc_t<T> sum(const T* v, index_t n) {
+  using B = xsimd::batch<T>;
+  constexpr index_t L = static_cast<index_t>(B::size);
+  constexpr index_t block = chunk_products * L;
+  acc_t<T> total(0);
+  for (index_t i0 = 0; i0 < n; i0 += block) {
+    const index_t i1 = std::min(n, i0 + block);
+    B s0(T(0)), s1(T(0)), s2(T(0)), s3(T(0));  // four chains hide the add latency
+    index_t i = i0;
+    for (; i + 4 * L <= i1; i += 4 * L) {
+      s0 += B::load_unaligned(v + i);
+      s1 += B::load_unaligned(v + i + L);
+      s2 += B::load_unaligned(v + i + 2 * L);
+      s3 += B::load_unaligned(v + i + 3 * L);
+    }
+    for (; i + L <= i1; i += L) s0 += B::load_unaligned(v + i);
+    T tail(0);
+    for (; i < i1; ++i) tail += v[i];
+    total += static_cast<acc_t<T>>(xsimd::hadd((s0 + s1) + (s2 + s3))) + static_cast<acc_t<T>>(tail);
+  }
+  return total;
+}
+
+// db[k] += sum_{n, j} dy[n, k, j] over (N, K, spatial), one channel per iteration.
+template <class T>
+void channel_sums(index_t N, index_t K, index_t spatial, const T* dy, T* db) {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (N * K * spatial >= parallel_work && K > 1)
+#endif
+  for (index_t k = 0; k < K; ++k) {
+    acc_t<T> acc(0);
+    for (index_t n = 0; n < N; ++n) acc += sum(dy + (n * K + k) * spatial, spatial);
+    db[k] += static_cast<T>(acc);
+  }
+}
+
+template <class T>
+void backward_weight(const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
+  using B = xsimd::batch<T>;
+  constexpr index_t L = static_cast<index_t>(B::size);
+  const index_t OWp = (p.OW + L - 1) / L * L;
+  const index_t J = p.C * p.kernel_volume();
+
+  // The rows as the tile reads them: x repacked unless it already is what the tile needs (no padding,
+  // stride_w 1, whole vectors), dy copied only when OW is not a whole number of vectors.
+  buffer<T> xbuf, dybuf;
+  const T* xs = x;
+  const T* dys = dy;
+  std::vector<index_t> off(static_cast<std::size_t>(J));
+  Geometry g{p.N, p.OD, p.OH, OWp / L, OWp, p.OD * p.OH * OWp, p.K * p.OD * p.OH * OWp, 0, 0, 0};
+  if (p.pd == 0 && p.ph == 0 && p.pw == 0 && p.sw == 1 && OWp == p.OW) {
+    g.x_batch = p.C * p.D * p.H * p.W, g.x_dstep = p.sd * p.H * p.W, g.x_hstep = p.sh * p.W;
+    for (index_t j = 0; j < J; ++j) {
+      const index_t e = j % p.kw, b = (j / p.kw) % p.kh, a = (j / (p.kw * p.kh)) % p.kd, c = j / p.kernel_volume();
+      off[static_cast<std::size_t>(j)] = ((c * p.D + a * p.dd) * p.H + b * p.dh) * p.W + e * p.dw;
+    }
+  } else {
+    const index_t Dp = (p.OD - 1) * p.sd + (p.kd - 1) * p.dd + 1;
+    const index_t Hp = (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+    const index_t Wq = OWp + (p.kw - 1) * p.dw / p.sw;  // a phase row: the widest tap read by the last vector
+    const index_t row = p.sw * Wq;
+    xbuf.resize(static_cast<std::size_t>(p.N * p.C * Dp * Hp * row));
+    pack_input(p, x, Dp, Hp, Wq, xbuf.data());
+    xs = xbuf.data();
+    g.x_batch = p.C * Dp * Hp * row, g.x_dstep = p.sd * Hp * row, g.x_hstep = p.sh * row;
+    for (index_t j = 0; j < J; ++j) {
+      const index_t e = j % p.kw, b = (j / p.kw) % p.kh, a = (j / (p.kw * p.kh)) % p.kd, c = j / p.kernel_volume();
+      const index_t tw = e * p.dw;  // the tap's W offset = q*sw + f: phase f, q entries in
+      off[static_cast<std::size_t>(j)] = ((c * Dp + a * p.dd) * Hp + b * p.dh) * row + (tw % p.sw) * Wq + tw / p.sw;
+    }
+  }
+  if (OWp != p.OW) {
+    dybuf.resize(static_cast<std::size_t>(p.N * p.K * p.OD * p.OH * OWp));
+    pack_rows(p.N * p.K * p.OD * p.OH, p.OW, OWp, dy, dybuf.data());
+    dys = dybuf.data();
+  }
+
+  const index_t rows = p.N * p.OD * p.OH;
+  const index_t chunk_rows = std::max<index_t>(1, chunk_products / g.vecs);
+  const index_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+  const index_t block_rows = std::max<index_t>(1, l1_dy_bytes / (tile_k * OWp * static_cast<index_t>(sizeof(T))));
+  const index_t nkb = (p.K + tile_k - 1) / tile_k, njb = (J + tile_x - 1) / tile_x;
+  constexpr index_t tile = tile_k * tile_x;
+  // partial[(chunk, kb, jb)][tile]: one chunk's sums for one tile
+  std::vector<acc_t<T>> partial(static_cast<std::size_t>(chunks * nkb * njb * tile));
+  const index_t items = chunks * nkb;
+  const index_t work = p.weight_numel() * rows * p.OW;
+#if defined(_OPENMP)
+#pragma omp parallel if (work >= parallel_work)
+#endif
+  {
+    buffer<T> accbuf(static_cast<std::size_t>(njb * tile * L));
+    B* acc = reinterpret_cast<B*>(accbuf.data());
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (index_t it = 0; it < items; ++it) {
+      const index_t ci = it / nkb, kbi = it % nkb;
+      const index_t k0 = kbi * tile_k, kb = std::min(tile_k, p.K - k0);
+      const index_t r0 = ci * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
+      std::fill(acc, acc + njb * tile, B(T(0)));
+      // A block of rows of this channel block's dy stays in L1 while every stream block passes over it.
+      for (index_t b0 = r0; b0 < r1; b0 += block_rows) {
+        const index_t b1 = std::min(r1, b0 + block_rows);
+        for (index_t jbi = 0; jbi < njb; ++jbi) {
+          const index_t j0 = jbi * tile_x, nx = std::min(tile_x, J - j0);
+          tile_kernel<T>(kb, nx)(g, dys + k0 * g.dy_chan, xs, off.data() + j0, b0, b1, acc + jbi * tile);
+        }
+      }
+      acc_t<T>* out = partial.data() + it * njb * tile;
+      for (index_t i = 0; i < njb * tile; ++i) out[i] = static_cast<acc_t<T>>(xsimd::hadd(acc[i]));
+    }
+  }
+  (void)work;
+  // dw[k, j] += the chunks' sums in chunk order
+  for (index_t k = 0; k < p.K; ++k) {
+    const index_t kbi = k / tile_k, kk = k % tile_k;
+    for (index_t j = 0; j < J; ++j) {
+      const index_t jbi = j / tile_x, jj = j % tile_x;
+      acc_t<T> s(0);
+      for (index_t ci = 0; ci < chunks; ++ci) s += partial[static_cast<std::size_t>(((ci * nkb + kbi) * njb + jbi) * tile + kk * tile_x + jj)];
+      dw[k * J + j] += static_cast<T>(s);
+    }
+  }
+}
+
+}  // namespace cpu_conv3d_weight
+
+// dw[k,c,a,b,e] += sum_{n,o} dy[n,k,o] * x[n, c, o*s - p + tap*d], any stride, dilation and padding.
+template <class T>
+void conv3d_backward_weight(cpu, const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
+  if (p.output_numel() == 0 || p.weight_numel() == 0) return;
+  cpu_conv3d_weight::backward_weight(p, x, dy, dw);
+}
+
+// db[k] += sum_{n,o} dy[n,k,o].
+template <class T>
+void conv3d_backward_bias(cpu, const Conv3dProblem& p, const T* dy, T* db) {
+  if (p.K == 0) return;
+  cpu_conv3d_weight::channel_sums(p.N, p.K, p.OD * p.OH * p.OW, dy, db);
+}
+
+// ConvTranspose3d's bias gradient (backend/common/conv_transpose3d.hpp): the same channel sums.
+template <class T>
+void channel_bias_backward(cpu, index_t N, index_t K, index_t spatial, const T* dy, T* db) {
+  if (K == 0) return;
+  cpu_conv3d_weight::channel_sums(N, K, spatial, dy, db);
+}
+
+}  // namespace mmnet::backend
