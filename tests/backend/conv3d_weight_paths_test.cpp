@@ -62,13 +62,18 @@ void compare_conv(Conv3dProblem p, std::uint64_t seed) {
   REQUIRE(p.valid_output());
   const std::string what = describe(p);
   const auto x = random_vector<T>(p.input_numel(), seed), dy = random_vector<T>(p.output_numel(), seed + 1);
-  auto dw = random_vector<T>(p.weight_numel(), seed + 2), dw_ref = dw;
+  auto dw = random_vector<T>(p.weight_numel(), seed + 2), dw_ref = dw, dw_w = dw, dw_k = dw;
   backend::conv3d_backward_weight(cpu{}, p, x.data(), dy.data(), dw.data());
   backend::generic::conv3d_backward_weight(cpu{}, p, x.data(), dy.data(), dw_ref.data());
   const auto ax = absolute(x), ady = absolute(dy);
   std::vector<T> dw_mag(dw.size(), T(0)), db_mag(static_cast<std::size_t>(p.K), T(0));
   backend::generic::conv3d_backward_weight(cpu{}, p, ax.data(), ady.data(), dw_mag.data());
   check_vectors(dw, dw_ref, dw_mag, "cpu conv3d weight gradient, " + what);
+  // both kernels on every problem, whichever the dispatch picks
+  backend::cpu_conv3d_weight::backward_weight(p, x.data(), dy.data(), dw_w.data());
+  check_vectors(dw_w, dw_ref, dw_mag, "cpu W-vector weight kernel, " + what);
+  backend::cpu_conv3d_weight::backward_weight_channels(p, x.data(), dy.data(), dw_k.data());
+  check_vectors(dw_k, dw_ref, dw_mag, "cpu channel-vector weight kernel, " + what);
   auto db = random_vector<T>(p.K, seed + 3), db_ref = db;
   backend::conv3d_backward_bias(cpu{}, p, dy.data(), db.data());
   backend::generic::conv3d_backward_bias(cpu{}, p, dy.data(), db_ref.data());
@@ -101,6 +106,25 @@ TEST_CASE_TEMPLATE("cpu weight gradient: every tile shape and tail", T, float, d
                                 {k[0] / 2, k[1] / 2, k[2] / 2}),
                         seed += 4);
       }
+}
+
+TEST_CASE_TEMPLATE("cpu weight gradient: channel-vector tiles (many output channels)", T, float, double) {
+  // K = 16..72 covers whole and partial channel vectors and tiles (ktile_v vectors of 2, 4, 8 or 16 lanes);
+  // C * kernel volume = 1..13, 24, 25 every stream-block tail of ktile_j 12; padding or none; stride_w 1..3.
+  const Shape kernels[] = {{1, 1, 1}, {1, 1, 2}, {1, 1, 3}, {1, 2, 2}, {1, 1, 5}, {1, 2, 3}, {1, 1, 7},
+                           {2, 2, 2}, {3, 3, 1}, {1, 2, 5}, {1, 3, 4}, {1, 1, 13}, {2, 3, 4}, {1, 5, 5}};
+  std::uint64_t seed = 20000;
+  int i = 0;
+  for (index_t K : {16, 17, 24, 31, 32, 33, 48, 64, 72})
+    for (const Shape& k : kernels) {
+      const index_t sw = 1 + (i % 3), pad = (i / 3) % 2;
+      ++i;
+      compare_conv<T>(problem(1 + i % 2, 1, K, {k[0] + 1, k[1] + 2, k[2] + 6 + 2 * (i % 5)}, k, {1, 1 + i % 2, sw},
+                              {pad * (k[0] / 2), pad * (k[1] / 2), pad * (k[2] / 2)}),
+                      seed += 4);
+    }
+  compare_conv<T>(problem(1, 3, 40, {4, 5, 9}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 2}), seed += 4);
+  compare_conv<T>(problem(2, 2, 32, {5, 7, 23}, {3, 2, 3}, {2, 2, 2}, {1, 0, 1}, {1, 2, 1}), seed += 4);
 }
 
 TEST_CASE_TEMPLATE("cpu weight gradient: W paths, strides, dilations, paddings", T, float, double) {
@@ -145,22 +169,29 @@ TEST_CASE_TEMPLATE("cpu weight gradient: random problems", T, float, double) {
 TEST_CASE_TEMPLATE("cpu weight gradient: several row chunks and row blocks, any thread count", T, float, double) {
   // 2 * 6 * 70 rows of 1-2 vectors: several chunks of rows (a chunk's vector sums are flushed to acc_t) and
   // several L1 row blocks per chunk.
+  // The last problem runs the channel-vector kernel (K 40) over several groups of chunks.
   for (const Conv3dProblem& p0 : {problem(2, 3, 5, {6, 70, 20}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}),
-                                  problem(1, 1, 8, {4, 100, 130}, {1, 3, 3}, {1, 1, 1}, {0, 1, 1})}) {
+                                  problem(1, 1, 8, {4, 100, 130}, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}),
+                                  problem(2, 2, 40, {5, 60, 37}, {3, 3, 3}, {1, 1, 2}, {1, 1, 1})}) {
     Conv3dProblem p = p0;
     p.compute_output();
     compare_conv<T>(p, 9000);
     const auto x = random_vector<T>(p.input_numel(), 1), dy = random_vector<T>(p.output_numel(), 2);
     const int saved = get_num_threads();
-    std::vector<T> runs[3];
-    for (int t = 1; t <= 3; ++t) {
-      set_num_threads(t);
-      runs[t - 1].assign(static_cast<std::size_t>(p.weight_numel()), T(0));
-      backend::conv3d_backward_weight(cpu{}, p, x.data(), dy.data(), runs[t - 1].data());
+    for (int kernel = 0; kernel < 2; ++kernel) {  // the W-vector kernel, the channel-vector kernel
+      std::vector<T> runs[3];
+      for (int t = 1; t <= 3; ++t) {
+        set_num_threads(t);
+        runs[t - 1].assign(static_cast<std::size_t>(p.weight_numel()), T(0));
+        if (kernel == 0)
+          backend::cpu_conv3d_weight::backward_weight(p, x.data(), dy.data(), runs[t - 1].data());
+        else
+          backend::cpu_conv3d_weight::backward_weight_channels(p, x.data(), dy.data(), runs[t - 1].data());
+      }
+      CHECK(runs[0] == runs[1]);
+      CHECK(runs[0] == runs[2]);
     }
     set_num_threads(saved);
-    CHECK(runs[0] == runs[1]);
-    CHECK(runs[0] == runs[2]);
   }
 }
 

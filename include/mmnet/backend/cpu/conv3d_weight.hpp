@@ -18,6 +18,7 @@
 #pragma once
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -127,6 +128,91 @@ tile_fn<T> tile_kernel(index_t kb, index_t nx) {
   return table[static_cast<std::size_t>(kb - 1)][static_cast<std::size_t>(nx - 1)];
 }
 
+// --- The channel-vector kernel (many output channels): vectors run along K instead of W. ---
+// dy is transposed to channels-last rows (N, OD, OH, OW, Kp), Kp = K rounded up to whole vectors (zeros), and x
+// (zero padded) is read one scalar at a time, broadcast: a register tile of KV channel vectors x NJ streams loads
+// KV dy vectors and NJ broadcast scalars per output position for KV*NJ FMAs, with no horizontal sums at all
+// (each lane is one output channel) and no split loads, at any stride or width.
+#if defined(__AVX512F__) || defined(__aarch64__)
+inline constexpr index_t ktile_v = 2, ktile_j = 12;
+#else
+inline constexpr index_t ktile_v = 1, ktile_j = 12;
+#endif
+// Output positions per L1 block (dy block: positions * ktile_v vectors) and per chunk of T sums.
+inline constexpr index_t kblock_positions = 128, kchunk_positions = 1024;
+
+struct KGeometry {
+  index_t OD, OH, OW, Kp;
+  index_t x_batch, x_dstep, x_hstep, sw;
+};
+
+// Adds a KV x NJ tile over rows [r0, r1) to the vector sums acc ([j][v], ktile_j x ktile_v batches, in memory;
+// taken as zero when first), or when flush is given, adds the final vector sums' lanes to flush[(j, v)][lane] in
+// acc_t instead of storing them (the end of a chunk).
+template <class T, int KV, int NJ>
+void ktile_rows(const KGeometry& g, const T* dyt, const T* xs, const index_t* off, index_t r0, index_t r1,
+                xsimd::batch<T>* acc, bool first, acc_t<T>* flush) {
+  using B = xsimd::batch<T>;
+  constexpr index_t L = static_cast<index_t>(B::size);
+  B s[NJ][KV];
+  for (int j = 0; j < NJ; ++j)
+    for (int v = 0; v < KV; ++v) s[j][v] = first ? B(T(0)) : acc[j * ktile_v + v];
+  index_t oh = r0 % g.OH, t = r0 / g.OH;
+  index_t od = t % g.OD, n = t / g.OD;
+  const T* d = dyt + r0 * g.OW * g.Kp;  // channels-last rows are contiguous
+  const T* xr = xs + n * g.x_batch + od * g.x_dstep + oh * g.x_hstep;
+  for (index_t r = r0; r < r1; ++r) {
+    const T* xp[NJ];
+    for (int j = 0; j < NJ; ++j) xp[j] = xr + off[j];
+    for (index_t ow = 0; ow < g.OW; ++ow) {
+      B dv[KV];
+      for (int v = 0; v < KV; ++v) dv[v] = B::load_aligned(d + v * L);
+      const index_t xo = ow * g.sw;
+      for (int j = 0; j < NJ; ++j) {
+        const B xv(xp[j][xo]);
+        for (int v = 0; v < KV; ++v) s[j][v] = xsimd::fma(xv, dv[v], s[j][v]);
+      }
+      d += g.Kp;
+    }
+    xr += g.x_hstep;
+    if (++oh == g.OH) {
+      oh = 0;
+      xr += g.x_dstep - g.OH * g.x_hstep;
+      if (++od == g.OD) od = 0, xr += g.x_batch - g.OD * g.x_dstep;
+    }
+  }
+  if (flush) {
+    alignas(64) T lanes[L];
+    for (int j = 0; j < NJ; ++j)
+      for (int v = 0; v < KV; ++v) {
+        s[j][v].store_aligned(lanes);
+        acc_t<T>* f = flush + (j * ktile_v + v) * L;
+        for (index_t i = 0; i < L; ++i) f[i] += static_cast<acc_t<T>>(lanes[i]);
+      }
+  } else {
+    for (int j = 0; j < NJ; ++j)
+      for (int v = 0; v < KV; ++v) acc[j * ktile_v + v] = s[j][v];
+  }
+}
+
+template <class T>
+using ktile_fn = void (*)(const KGeometry&, const T*, const T*, const index_t*, index_t, index_t, xsimd::batch<T>*,
+                          bool, acc_t<T>*);
+
+template <class T, int KV, std::size_t... J>
+constexpr std::array<ktile_fn<T>, sizeof...(J)> ktile_row(std::index_sequence<J...>) {
+  return {{&ktile_rows<T, KV, static_cast<int>(J) + 1>...}};
+}
+template <class T, std::size_t... V>
+constexpr std::array<std::array<ktile_fn<T>, ktile_j>, sizeof...(V)> ktile_table(std::index_sequence<V...>) {
+  return {{ktile_row<T, static_cast<int>(V) + 1>(std::make_index_sequence<static_cast<std::size_t>(ktile_j)>{})...}};
+}
+template <class T>
+ktile_fn<T> ktile_kernel(index_t kv, index_t nj) {
+  static constexpr auto table = ktile_table<T>(std::make_index_sequence<static_cast<std::size_t>(ktile_v)>{});
+  return table[static_cast<std::size_t>(kv - 1)][static_cast<std::size_t>(nj - 1)];
+}
+
 // Copies x into planes (Dp, Hp) of rows holding sw phases of Wq entries: phase f, entry i is the padded input
 // at w = i*sw + f (zero outside the input and past its end).
 template <class T>
@@ -209,6 +295,115 @@ void channel_sums(index_t N, index_t K, index_t spatial, const T* dy, T* db) {
     for (index_t n = 0; n < N; ++n) acc += sum(dy + (n * K + k) * spatial, spatial);
     db[k] += static_cast<T>(acc);
   }
+}
+
+// Whether the channel-vector kernel suits p (measured on Zen 5, AVX-512): K fills two vectors (at most a quarter
+// of the lanes wasted), or one when stride_w > 1 (where the W-vector kernel reads phases of a repacked input).
+template <class T>
+bool use_channel_vectors(const Conv3dProblem& p) {
+  constexpr index_t L = static_cast<index_t>(xsimd::batch<T>::size);
+  const index_t Kp = (p.K + L - 1) / L * L;
+  return (p.K >= 2 * L || (p.sw > 1 && p.K >= L)) && 4 * p.K >= 3 * Kp;
+}
+
+template <class T>
+void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
+  using B = xsimd::batch<T>;
+  constexpr index_t L = static_cast<index_t>(B::size);
+  const index_t Kp = (p.K + L - 1) / L * L;
+  const index_t J = p.C * p.kernel_volume();
+  const index_t rows = p.N * p.OD * p.OH, spatial = p.OD * p.OH * p.OW;
+
+  // dy as channels-last rows, zero in the padding channels
+  buffer<T> dyt(static_cast<std::size_t>(rows * p.OW * Kp));
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (rows * p.OW * Kp >= parallel_work)
+#endif
+  for (index_t r = 0; r < rows; ++r) {
+    const index_t n = r / (p.OD * p.OH), rs = r % (p.OD * p.OH);
+    T* out = dyt.data() + r * p.OW * Kp;
+    for (index_t ow = 0; ow < p.OW; ++ow) std::fill(out + ow * Kp + p.K, out + (ow + 1) * Kp, T(0));
+    for (index_t k = 0; k < p.K; ++k) {
+      const T* src = dy + (n * p.K + k) * spatial + rs * p.OW;
+      for (index_t ow = 0; ow < p.OW; ++ow) out[ow * Kp + k] = src[ow];
+    }
+  }
+  // x zero padded (the extents the outputs read), unless no padding is needed
+  buffer<T> xbuf;
+  const T* xs = x;
+  index_t Dx = p.D, Hx = p.H, Wx = p.W;
+  if (p.pd != 0 || p.ph != 0 || p.pw != 0) {
+    Dx = (p.OD - 1) * p.sd + (p.kd - 1) * p.dd + 1;
+    Hx = (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+    Wx = (p.OW - 1) * p.sw + (p.kw - 1) * p.dw + 1;
+    Conv3dProblem q = p;
+    q.sw = 1;  // one phase: the plain padded rows
+    xbuf.resize(static_cast<std::size_t>(p.N * p.C * Dx * Hx * Wx));
+    pack_input(q, x, Dx, Hx, Wx, xbuf.data());
+    xs = xbuf.data();
+  }
+  std::vector<index_t> off(static_cast<std::size_t>(J));
+  for (index_t j = 0; j < J; ++j) {
+    const index_t e = j % p.kw, b = (j / p.kw) % p.kh, a = (j / (p.kw * p.kh)) % p.kd, c = j / p.kernel_volume();
+    off[static_cast<std::size_t>(j)] = ((c * Dx + a * p.dd) * Hx + b * p.dh) * Wx + e * p.dw;
+  }
+  const KGeometry g{p.OD, p.OH, p.OW, Kp, p.C * Dx * Hx * Wx, p.sd * Hx * Wx, p.sh * Wx, p.sw};
+
+  const index_t block_rows = std::max<index_t>(1, kblock_positions / p.OW);
+  const index_t chunk_rows = std::max<index_t>(1, kchunk_positions / p.OW / block_rows) * block_rows;
+  const index_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+  // Threads take (group of chunks, channel block) items; the grouping is fixed, not the thread count's.
+  const index_t groups = std::min<index_t>(chunks, 8);
+  const index_t nkv = (Kp / L + ktile_v - 1) / ktile_v, njb = (J + ktile_j - 1) / ktile_j;
+  constexpr index_t tile = ktile_v * ktile_j;  // batches per tile
+  // every item fills its own part (no zero-filling of the whole)
+  std::unique_ptr<acc_t<T>[]> partial(new acc_t<T>[static_cast<std::size_t>(groups * nkv * njb * tile * L)]);
+  const index_t items = groups * nkv;
+  const index_t work = p.weight_numel() * rows * p.OW;
+#if defined(_OPENMP)
+#pragma omp parallel if (work >= parallel_work)
+#endif
+  {
+    std::unique_ptr<B[]> accbuf(new B[static_cast<std::size_t>(njb * tile)]);  // no zero fill: see first
+    B* acc = accbuf.get();
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (index_t it = 0; it < items; ++it) {
+      const index_t gi = it / nkv, kvi = it % nkv;
+      const index_t v0 = kvi * ktile_v, kv = std::min(ktile_v, Kp / L - v0);
+      const index_t c0 = gi * chunks / groups, c1 = (gi + 1) * chunks / groups;
+      acc_t<T>* sums = partial.get() + it * njb * tile * L;
+      std::fill(sums, sums + njb * tile * L, acc_t<T>(0));
+      for (index_t ci = c0; ci < c1; ++ci) {
+        const index_t r0 = ci * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
+        for (index_t b0 = r0; b0 < r1; b0 += block_rows) {
+          const index_t b1 = std::min(r1, b0 + block_rows);
+          for (index_t jbi = 0; jbi < njb; ++jbi) {
+            const index_t j0 = jbi * ktile_j, nj = std::min(ktile_j, J - j0);
+            ktile_kernel<T>(kv, nj)(g, dyt.data() + v0 * L, xs, off.data() + j0, b0, b1, acc + jbi * tile, b0 == r0,
+                                    b1 == r1 ? sums + jbi * tile * L : nullptr);
+          }
+        }
+      }
+    }
+  }
+  (void)work;
+  // dw[k, j] += the groups' sums in group order, gathered as total[j][k] so that both sides run sequentially
+  // (sums[(jb, j', v)][lane] holds k = (v0 + v) * L + lane, j = jb * ktile_j + j')
+  std::vector<acc_t<T>> total(static_cast<std::size_t>(J * Kp), acc_t<T>(0));
+  for (index_t gi = 0; gi < groups; ++gi)
+    for (index_t kvi = 0; kvi < nkv; ++kvi)
+      for (index_t jbi = 0; jbi < njb; ++jbi) {
+        const acc_t<T>* src = partial.get() + ((gi * nkv + kvi) * njb + jbi) * tile * L;
+        const index_t nj = std::min(ktile_j, J - jbi * ktile_j), kv = std::min(ktile_v, Kp / L - kvi * ktile_v);
+        for (index_t jj = 0; jj < nj; ++jj) {
+          acc_t<T>* dst = total.data() + (jbi * ktile_j + jj) * Kp + kvi * ktile_v * L;
+          for (index_t i = 0; i < kv * L; ++i) dst[i] += src[jj * ktile_v * L + i];
+        }
+      }
+  for (index_t k = 0; k < p.K; ++k)
+    for (index_t j = 0; j < J; ++j) dw[k * J + j] += static_cast<T>(total[static_cast<std::size_t>(j * Kp + k)]);
 }
 
 template <class T>
@@ -307,7 +502,10 @@ void backward_weight(const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
 template <class T>
 void conv3d_backward_weight(cpu, const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
   if (p.output_numel() == 0 || p.weight_numel() == 0) return;
-  cpu_conv3d_weight::backward_weight(p, x, dy, dw);
+  if (cpu_conv3d_weight::use_channel_vectors<T>(p))
+    cpu_conv3d_weight::backward_weight_channels(p, x, dy, dw);
+  else
+    cpu_conv3d_weight::backward_weight(p, x, dy, dw);
 }
 
 // db[k] += sum_{n,o} dy[n,k,o].
