@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <memory>
+#include <new>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -33,6 +34,26 @@ namespace cpu_conv3d_weight {
 
 template <class T>
 using buffer = std::vector<T, xsimd::aligned_allocator<T>>;
+
+// A 64-byte aligned scratch array left uninitialised: the copies below write every element once (a std::vector
+// would zero it first, one more pass over what can be tens of MB).
+template <class T>
+class scratch {
+ public:
+  scratch() = default;
+  explicit scratch(index_t n) { resize(n); }
+  void resize(index_t n) {
+    p_.reset(static_cast<T*>(::operator new[](sizeof(T) * static_cast<std::size_t>(std::max<index_t>(n, 1)),
+                                               std::align_val_t{64})));
+  }
+  T* data() const { return p_.get(); }
+
+ private:
+  struct release {
+    void operator()(T* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<T, release> p_;
+};
 
 // The register tile: KB output channels x NX streams. 32 vector registers (AVX-512, NEON) hold 4 x 6
 // accumulators plus 4 dy and 1 x vector; 16 (AVX2, SSE) hold 3 x 3.
@@ -69,19 +90,17 @@ inline void keep_in_register(B& v) {
 }
 
 // Adds a KB x NX tile of products over rows [r0, r1) to the vector sums acc (tile_k x tile_x batches, in memory).
+// d, xr: the dy row (channel k0) and x row base of row r0.
 template <class T, int KB, int NX>
-void tile_rows(const Geometry& g, const T* dyk, const T* xs, const index_t* off, index_t r0, index_t r1,
+void tile_rows(const Geometry& g, const T* d, const T* xr, const index_t* off, index_t r0, index_t r1,
                xsimd::batch<T>* acc) {
   using B = xsimd::batch<T>;
   constexpr index_t L = static_cast<index_t>(B::size);
   B s[KB][NX];
   for (int kb = 0; kb < KB; ++kb)
     for (int j = 0; j < NX; ++j) s[kb][j] = acc[kb * tile_x + j];
-  index_t oh = r0 % g.OH, t = r0 / g.OH;
-  index_t od = t % g.OD, n = t / g.OD;
+  index_t oh = r0 % g.OH, od = (r0 / g.OH) % g.OD;
   // the row's dy and x, advanced row by row (dy rows of one sample are contiguous)
-  const T* d = dyk + n * g.dy_batch + (od * g.OH + oh) * g.dy_pitch;
-  const T* xr = xs + n * g.x_batch + od * g.x_dstep + oh * g.x_hstep;
   index_t o[NX];
   for (int j = 0; j < NX; ++j) o[j] = off[j];
   for (index_t r = r0; r < r1; ++r) {
@@ -213,37 +232,48 @@ ktile_fn<T> ktile_kernel(index_t kv, index_t nj) {
   return table[static_cast<std::size_t>(kv - 1)][static_cast<std::size_t>(nj - 1)];
 }
 
-// Copies x into planes (Dp, Hp) of rows holding sw phases of Wq entries: phase f, entry i is the padded input
-// at w = i*sw + f (zero outside the input and past its end).
+// Copies padded plane zp (0 <= zp < Dp) of x[n, c] into Hp rows holding sw phases of Wq entries: phase f, entry i
+// is the padded input at w = i*sw + f (zero outside the input and past its end). Every element is written.
+template <class T>
+void pack_plane(const Conv3dProblem& p, const T* x, index_t nc, index_t zp, index_t Hp, index_t Wq, T* dp) {
+  const index_t row = p.sw * Wq;
+  const index_t z = zp - p.pd;
+  if (z < 0 || z >= p.D) {
+    std::fill(dp, dp + Hp * row, T(0));
+    return;
+  }
+  for (index_t yp = 0; yp < Hp; ++yp) {
+    const index_t y = yp - p.ph;
+    T* dr = dp + yp * row;
+    if (y < 0 || y >= p.H) {
+      std::fill(dr, dr + row, T(0));
+      continue;
+    }
+    const T* sr = x + ((nc * p.D + z) * p.H + y) * p.W;
+    if (p.sw == 1) {
+      // zeros, the row's run inside the input, zeros
+      const index_t w0 = std::min(Wq, std::max<index_t>(0, p.pw)), w1 = std::max(w0, std::min(Wq, p.pw + p.W));
+      std::fill(dr, dr + w0, T(0));
+      if (w1 > w0) std::memcpy(dr + w0, sr + (w0 - p.pw), sizeof(T) * static_cast<std::size_t>(w1 - w0));
+      std::fill(dr + w1, dr + Wq, T(0));
+    } else {
+      for (index_t f = 0; f < p.sw; ++f)
+        for (index_t i = 0; i < Wq; ++i) {
+          const index_t w = i * p.sw + f - p.pw;
+          dr[f * Wq + i] = w >= 0 && w < p.W ? sr[w] : T(0);
+        }
+    }
+  }
+}
+
+// Copies all of x into planes (Dp, Hp) as pack_plane does, (n, c, zp) planes in order.
 template <class T>
 void pack_input(const Conv3dProblem& p, const T* x, index_t Dp, index_t Hp, index_t Wq, T* xs) {
   const index_t planes = p.N * p.C * Dp, row = p.sw * Wq;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (planes * Hp * row >= parallel_work)
 #endif
-  for (index_t pi = 0; pi < planes; ++pi) {
-    const index_t zp = pi % Dp, nc = pi / Dp;
-    T* dp = xs + pi * Hp * row;
-    std::fill(dp, dp + Hp * row, T(0));
-    const index_t z = zp - p.pd;
-    if (z < 0 || z >= p.D) continue;
-    for (index_t yp = 0; yp < Hp; ++yp) {
-      const index_t y = yp - p.ph;
-      if (y < 0 || y >= p.H) continue;
-      const T* sr = x + ((nc * p.D + z) * p.H + y) * p.W;
-      T* dr = dp + yp * row;
-      if (p.sw == 1) {
-        const index_t w0 = std::max<index_t>(0, p.pw), w1 = std::min(Wq, p.pw + p.W);
-        if (w1 > w0) std::memcpy(dr + w0, sr + (w0 - p.pw), sizeof(T) * static_cast<std::size_t>(w1 - w0));
-      } else {
-        for (index_t f = 0; f < p.sw; ++f)
-          for (index_t i = 0; i < Wq; ++i) {
-            const index_t w = i * p.sw + f - p.pw;
-            if (w >= 0 && w < p.W) dr[f * Wq + i] = sr[w];
-          }
-      }
-    }
-  }
+  for (index_t pi = 0; pi < planes; ++pi) pack_plane(p, x, pi / Dp, pi % Dp, Hp, Wq, xs + pi * Hp * row);
 }
 
 // Copies dy into rows of pitch OWp (zeros after OW).
@@ -315,7 +345,7 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
   const index_t rows = p.N * p.OD * p.OH, spatial = p.OD * p.OH * p.OW;
 
   // dy as channels-last rows, zero in the padding channels
-  buffer<T> dyt(static_cast<std::size_t>(rows * p.OW * Kp));
+  scratch<T> dyt(rows * p.OW * Kp);
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (rows * p.OW * Kp >= parallel_work)
 #endif
@@ -329,7 +359,7 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
     }
   }
   // x zero padded (the extents the outputs read), unless no padding is needed
-  buffer<T> xbuf;
+  scratch<T> xbuf;
   const T* xs = x;
   index_t Dx = p.D, Hx = p.H, Wx = p.W;
   if (p.pd != 0 || p.ph != 0 || p.pw != 0) {
@@ -338,7 +368,7 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
     Wx = (p.OW - 1) * p.sw + (p.kw - 1) * p.dw + 1;
     Conv3dProblem q = p;
     q.sw = 1;  // one phase: the plain padded rows
-    xbuf.resize(static_cast<std::size_t>(p.N * p.C * Dx * Hx * Wx));
+    xbuf.resize(p.N * p.C * Dx * Hx * Wx);
     pack_input(q, x, Dx, Hx, Wx, xbuf.data());
     xs = xbuf.data();
   }
@@ -413,74 +443,109 @@ void backward_weight(const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
   const index_t OWp = (p.OW + L - 1) / L * L;
   const index_t J = p.C * p.kernel_volume();
 
-  // The rows as the tile reads them: x repacked unless it already is what the tile needs (no padding,
-  // stride_w 1, whole vectors), dy copied only when OW is not a whole number of vectors.
-  buffer<T> xbuf, dybuf;
+  // The rows as the tile reads them: x as it is when it already is what the tile needs (no padding, stride_w 1,
+  // whole vectors), else repacked; dy copied only when OW is not a whole number of vectors.
+  const bool direct = p.pd == 0 && p.ph == 0 && p.pw == 0 && p.sw == 1 && OWp == p.OW;
+  const index_t Dp = direct ? p.D : (p.OD - 1) * p.sd + (p.kd - 1) * p.dd + 1;
+  const index_t Hp = direct ? p.H : (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1;
+  const index_t Wq = direct ? p.W : OWp + (p.kw - 1) * p.dw / p.sw;  // a phase row: the widest tap the last vector reads
+  const index_t row = direct ? p.W : p.sw * Wq;
+  // Slabs: sp output planes of one sample, whose input planes (SP of them) a thread packs into its own buffer
+  // just before use (so they come from cache rather than memory); with fewer than 4 slabs, x is packed whole.
+  const index_t sp = p.kd == 1 ? 1 : std::min<index_t>(p.OD, 4);
+  const index_t SP = (sp - 1) * p.sd + (p.kd - 1) * p.dd + 1;
+  const index_t slabs_d = (p.OD + sp - 1) / sp, slabs = p.N * slabs_d;
+  const bool slabbed = !direct && slabs >= 4;
+  scratch<T> xbuf, dybuf;
   const T* xs = x;
-  const T* dys = dy;
-  std::vector<index_t> off(static_cast<std::size_t>(J));
-  Geometry g{p.N, p.OD, p.OH, OWp / L, OWp, p.OD * p.OH * OWp, p.K * p.OD * p.OH * OWp, 0, 0, 0};
-  if (p.pd == 0 && p.ph == 0 && p.pw == 0 && p.sw == 1 && OWp == p.OW) {
-    g.x_batch = p.C * p.D * p.H * p.W, g.x_dstep = p.sd * p.H * p.W, g.x_hstep = p.sh * p.W;
-    for (index_t j = 0; j < J; ++j) {
-      const index_t e = j % p.kw, b = (j / p.kw) % p.kh, a = (j / (p.kw * p.kh)) % p.kd, c = j / p.kernel_volume();
-      off[static_cast<std::size_t>(j)] = ((c * p.D + a * p.dd) * p.H + b * p.dh) * p.W + e * p.dw;
-    }
-  } else {
-    const index_t Dp = (p.OD - 1) * p.sd + (p.kd - 1) * p.dd + 1;
-    const index_t Hp = (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1;
-    const index_t Wq = OWp + (p.kw - 1) * p.dw / p.sw;  // a phase row: the widest tap read by the last vector
-    const index_t row = p.sw * Wq;
-    xbuf.resize(static_cast<std::size_t>(p.N * p.C * Dp * Hp * row));
+  if (!direct && !slabbed) {
+    xbuf.resize(p.N * p.C * Dp * Hp * row);
     pack_input(p, x, Dp, Hp, Wq, xbuf.data());
     xs = xbuf.data();
-    g.x_batch = p.C * Dp * Hp * row, g.x_dstep = p.sd * Hp * row, g.x_hstep = p.sh * row;
-    for (index_t j = 0; j < J; ++j) {
-      const index_t e = j % p.kw, b = (j / p.kw) % p.kh, a = (j / (p.kw * p.kh)) % p.kd, c = j / p.kernel_volume();
-      const index_t tw = e * p.dw;  // the tap's W offset = q*sw + f: phase f, q entries in
-      off[static_cast<std::size_t>(j)] = ((c * Dp + a * p.dd) * Hp + b * p.dh) * row + (tw % p.sw) * Wq + tw / p.sw;
-    }
   }
+  const index_t planes = slabbed ? SP : Dp;  // planes per channel in the buffer the offsets address
+  std::vector<index_t> off(static_cast<std::size_t>(J));
+  for (index_t j = 0; j < J; ++j) {
+    const index_t e = j % p.kw, b = (j / p.kw) % p.kh, a = (j / (p.kw * p.kh)) % p.kd, c = j / p.kernel_volume();
+    const index_t tw = e * p.dw;  // the tap's W offset = q*sw + f: phase f, q entries in
+    off[static_cast<std::size_t>(j)] = ((c * planes + a * p.dd) * Hp + b * p.dh) * row + (tw % p.sw) * Wq + tw / p.sw;
+  }
+  const T* dys = dy;
   if (OWp != p.OW) {
-    dybuf.resize(static_cast<std::size_t>(p.N * p.K * p.OD * p.OH * OWp));
+    dybuf.resize(p.N * p.K * p.OD * p.OH * OWp);
     pack_rows(p.N * p.K * p.OD * p.OH, p.OW, OWp, dy, dybuf.data());
     dys = dybuf.data();
   }
+  Geometry g{p.N, p.OD, p.OH, OWp / L, OWp, p.OD * p.OH * OWp, p.K * p.OD * p.OH * OWp,
+             p.C * Dp * Hp * row, p.sd * Hp * row, p.sh * row};
 
-  const index_t rows = p.N * p.OD * p.OH;
+  // Chunks of rows never cross a slab (nor, unslabbed, anything: rows run on across planes and samples).
   const index_t chunk_rows = std::max<index_t>(1, chunk_products / g.vecs);
-  const index_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+  const index_t slab_rows = slabbed ? sp * p.OH : p.N * p.OD * p.OH;
+  const index_t chunks_per_slab = (slab_rows + chunk_rows - 1) / chunk_rows;
+  const index_t chunks = (slabbed ? slabs : 1) * chunks_per_slab;
   const index_t block_rows = std::max<index_t>(1, l1_dy_bytes / (tile_k * OWp * static_cast<index_t>(sizeof(T))));
   const index_t nkb = (p.K + tile_k - 1) / tile_k, njb = (J + tile_x - 1) / tile_x;
   constexpr index_t tile = tile_k * tile_x;
-  // partial[(chunk, kb, jb)][tile]: one chunk's sums for one tile
+  // partial[(chunk, kb, jb)][tile]: one chunk's sums for one tile (zero for the empty chunks of a short last slab)
   std::vector<acc_t<T>> partial(static_cast<std::size_t>(chunks * nkb * njb * tile));
-  const index_t items = chunks * nkb;
-  const index_t work = p.weight_numel() * rows * p.OW;
+  // A thread's item: a slab, or a chunk with every channel block (so that its x rows come from L2 for every
+  // channel block), or with few chunks one (chunk, channel block). Each tile's sums are the same either way.
+  const bool whole_chunks = chunks >= 8;
+  const index_t items = slabbed ? slabs : whole_chunks ? chunks : chunks * nkb;
+  const index_t work = p.weight_numel() * p.N * p.OD * p.OH * p.OW;
 #if defined(_OPENMP)
 #pragma omp parallel if (work >= parallel_work)
 #endif
   {
-    buffer<T> accbuf(static_cast<std::size_t>(njb * tile * L));
+    const index_t per_item = slabbed || whole_chunks ? nkb : 1;
+    buffer<T> accbuf(static_cast<std::size_t>(per_item * njb * tile * L));
     B* acc = reinterpret_cast<B*>(accbuf.data());
+    scratch<T> slab(slabbed ? p.C * SP * Hp * row : 0);
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (index_t it = 0; it < items; ++it) {
-      const index_t ci = it / nkb, kbi = it % nkb;
-      const index_t k0 = kbi * tile_k, kb = std::min(tile_k, p.K - k0);
-      const index_t r0 = ci * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
-      std::fill(acc, acc + njb * tile, B(T(0)));
-      // A block of rows of this channel block's dy stays in L1 while every stream block passes over it.
-      for (index_t b0 = r0; b0 < r1; b0 += block_rows) {
-        const index_t b1 = std::min(r1, b0 + block_rows);
-        for (index_t jbi = 0; jbi < njb; ++jbi) {
-          const index_t j0 = jbi * tile_x, nx = std::min(tile_x, J - j0);
-          tile_kernel<T>(kb, nx)(g, dys + k0 * g.dy_chan, xs, off.data() + j0, b0, b1, acc + jbi * tile);
-        }
+      index_t c_first = 0, c_last = 0, kb_first = 0, row0 = 0, rows_end = 0, n = 0, od0 = 0;
+      const T* xbase = xs;  // x row base of row (n, od0, 0)
+      if (slabbed) {
+        n = it / slabs_d, od0 = (it % slabs_d) * sp;
+        const index_t od1 = std::min(p.OD, od0 + sp);
+        for (index_t c = 0; c < p.C; ++c)
+          for (index_t zi = 0; zi < SP; ++zi) {
+            const index_t zp = od0 * p.sd + zi;
+            if (zp < Dp) pack_plane(p, x, n * p.C + c, zp, Hp, Wq, slab.data() + (c * SP + zi) * Hp * row);
+          }
+        xbase = slab.data();
+        c_first = it * chunks_per_slab, c_last = c_first + chunks_per_slab;
+        row0 = (n * p.OD + od0) * p.OH, rows_end = (n * p.OD + od1) * p.OH;
+      } else {
+        c_first = whole_chunks ? it : it / nkb, c_last = c_first + 1, kb_first = whole_chunks ? 0 : it % nkb;
+        rows_end = p.N * p.OD * p.OH;
       }
-      acc_t<T>* out = partial.data() + it * njb * tile;
-      for (index_t i = 0; i < njb * tile; ++i) out[i] = static_cast<acc_t<T>>(xsimd::hadd(acc[i]));
+      for (index_t ci = c_first; ci < c_last; ++ci) {
+        const index_t r0 = row0 + (ci - c_first + (slabbed ? 0 : c_first)) * chunk_rows;
+        const index_t r1 = std::min(rows_end, r0 + chunk_rows);
+        std::fill(acc, acc + per_item * njb * tile, B(T(0)));
+        // A block of rows of one channel block's dy stays in L1 while every stream block passes over it.
+        for (index_t b0 = r0; b0 < r1; b0 += block_rows) {
+          const index_t b1 = std::min(r1, b0 + block_rows);
+          const index_t oh = b0 % p.OH, od = (b0 / p.OH) % p.OD, nb = b0 / (p.OH * p.OD);
+          const T* xr = slabbed ? xbase + (od - od0) * g.x_dstep + oh * g.x_hstep
+                                : xbase + nb * g.x_batch + od * g.x_dstep + oh * g.x_hstep;
+          for (index_t kbi = kb_first; kbi < kb_first + per_item; ++kbi) {
+            const index_t k0 = kbi * tile_k, kb = std::min(tile_k, p.K - k0);
+            const T* d = dys + nb * g.dy_batch + k0 * g.dy_chan + (od * p.OH + oh) * g.dy_pitch;
+            B* acck = acc + (kbi - kb_first) * njb * tile;
+            for (index_t jbi = 0; jbi < njb; ++jbi) {
+              const index_t j0 = jbi * tile_x, nx = std::min(tile_x, J - j0);
+              tile_kernel<T>(kb, nx)(g, d, xr, off.data() + j0, b0, b1, acck + jbi * tile);
+            }
+          }
+        }
+        acc_t<T>* out = partial.data() + (ci * nkb + kb_first) * njb * tile;
+        for (index_t i = 0; i < per_item * njb * tile; ++i) out[i] = static_cast<acc_t<T>>(xsimd::hadd(acc[i]));
+      }
     }
   }
   (void)work;
