@@ -165,40 +165,29 @@ struct KGeometry {
   index_t x_batch, x_dstep, x_hstep, sw;
 };
 
-// Adds a KV x NJ tile over rows [r0, r1) to the vector sums acc ([j][v], ktile_j x ktile_v batches, in memory;
-// taken as zero when first), or when flush is given, adds the final vector sums' lanes to flush[(j, v)][lane] in
-// acc_t instead of storing them (the end of a chunk).
+// Adds a KV x NJ tile over the npos output positions of a block to the vector sums acc ([j][v], ktile_j x ktile_v
+// batches, in memory; taken as zero when first), or when flush is given, adds the final vector sums' lanes to
+// flush[(j, v)][lane] in acc_t instead of storing them (the end of a chunk). Position i reads dy at d + i*Kp and
+// x at xb + off[j] + pos[i]: the table flattens the block's rows, so the loop has no per-row work.
 template <class T, int KV, int NJ>
-void ktile_rows(const KGeometry& g, const T* dyt, const T* xs, const index_t* off, index_t r0, index_t r1,
+void ktile_rows(const KGeometry& g, const T* d, const T* xb, const index_t* off, const index_t* pos, index_t npos,
                 xsimd::batch<T>* acc, bool first, acc_t<T>* flush) {
   using B = xsimd::batch<T>;
   constexpr index_t L = static_cast<index_t>(B::size);
   B s[NJ][KV];
   for (int j = 0; j < NJ; ++j)
     for (int v = 0; v < KV; ++v) s[j][v] = first ? B(T(0)) : acc[j * ktile_v + v];
-  index_t oh = r0 % g.OH, t = r0 / g.OH;
-  index_t od = t % g.OD, n = t / g.OD;
-  const T* d = dyt + r0 * g.OW * g.Kp;  // channels-last rows are contiguous
-  const T* xr = xs + n * g.x_batch + od * g.x_dstep + oh * g.x_hstep;
-  for (index_t r = r0; r < r1; ++r) {
-    const T* xp[NJ];
-    for (int j = 0; j < NJ; ++j) xp[j] = xr + off[j];
-    for (index_t ow = 0; ow < g.OW; ++ow) {
-      B dv[KV];
-      for (int v = 0; v < KV; ++v) dv[v] = B::load_aligned(d + v * L);
-      const index_t xo = ow * g.sw;
-      for (int j = 0; j < NJ; ++j) {
-        const B xv(xp[j][xo]);
-        for (int v = 0; v < KV; ++v) s[j][v] = xsimd::fma(xv, dv[v], s[j][v]);
-      }
-      d += g.Kp;
+  const T* xp[NJ];
+  for (int j = 0; j < NJ; ++j) xp[j] = xb + off[j];
+  for (index_t i = 0; i < npos; ++i) {
+    B dv[KV];
+    for (int v = 0; v < KV; ++v) dv[v] = B::load_aligned(d + v * L);
+    const index_t xo = pos[i];
+    for (int j = 0; j < NJ; ++j) {
+      const B xv(xp[j][xo]);
+      for (int v = 0; v < KV; ++v) s[j][v] = xsimd::fma(xv, dv[v], s[j][v]);
     }
-    xr += g.x_hstep;
-    if (++oh == g.OH) {
-      oh = 0;
-      xr += g.x_dstep - g.OH * g.x_hstep;
-      if (++od == g.OD) od = 0, xr += g.x_batch - g.OD * g.x_dstep;
-    }
+    d += g.Kp;
   }
   if (flush) {
     alignas(64) T lanes[L];
@@ -215,8 +204,8 @@ void ktile_rows(const KGeometry& g, const T* dyt, const T* xs, const index_t* of
 }
 
 template <class T>
-using ktile_fn = void (*)(const KGeometry&, const T*, const T*, const index_t*, index_t, index_t, xsimd::batch<T>*,
-                          bool, acc_t<T>*);
+using ktile_fn = void (*)(const KGeometry&, const T*, const T*, const index_t*, const index_t*, index_t,
+                          xsimd::batch<T>*, bool, acc_t<T>*);
 
 template <class T, int KV, std::size_t... J>
 constexpr std::array<ktile_fn<T>, sizeof...(J)> ktile_row(std::index_sequence<J...>) {
@@ -352,11 +341,20 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
   for (index_t r = 0; r < rows; ++r) {
     const index_t n = r / (p.OD * p.OH), rs = r % (p.OD * p.OH);
     T* out = dyt.data() + r * p.OW * Kp;
-    for (index_t ow = 0; ow < p.OW; ++ow) std::fill(out + ow * Kp + p.K, out + (ow + 1) * Kp, T(0));
-    for (index_t k = 0; k < p.K; ++k) {
-      const T* src = dy + (n * p.K + k) * spatial + rs * p.OW;
-      for (index_t ow = 0; ow < p.OW; ++ow) out[ow * Kp + k] = src[ow];
+    const T* src = dy + n * p.K * spatial + rs * p.OW;
+    // whole vectors of channels by gathers (lane i: channel k0 + i) while their indices fit the index type
+    index_t k0 = 0;
+    using I = xsimd::batch<xsimd::as_integer_t<T>>;
+    if ((L - 1) * spatial < (index_t(1) << 31)) {
+      alignas(64) xsimd::as_integer_t<T> lanes[L];
+      for (index_t i = 0; i < L; ++i) lanes[i] = static_cast<xsimd::as_integer_t<T>>(i * spatial);
+      const I idx = I::load_aligned(lanes);
+      for (; k0 + L <= p.K; k0 += L)
+        for (index_t ow = 0; ow < p.OW; ++ow) B::gather(src + k0 * spatial + ow, idx).store_aligned(out + ow * Kp + k0);
     }
+    for (index_t ow = 0; ow < p.OW; ++ow) std::fill(out + ow * Kp + k0, out + (ow + 1) * Kp, T(0));
+    for (index_t k = k0; k < p.K; ++k)
+      for (index_t ow = 0; ow < p.OW; ++ow) out[ow * Kp + k] = src[k * spatial + ow];
   }
   // x zero padded (the extents the outputs read), unless no padding is needed
   scratch<T> xbuf;
@@ -379,6 +377,11 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
   }
   const KGeometry g{p.OD, p.OH, p.OW, Kp, p.C * Dx * Hx * Wx, p.sd * Hx * Wx, p.sh * Wx, p.sw};
 
+  // x offset of row r's first position
+  auto row_base = [&](index_t r) {
+    const index_t oh = r % p.OH, od = (r / p.OH) % p.OD, n = r / (p.OH * p.OD);
+    return n * g.x_batch + od * g.x_dstep + oh * g.x_hstep;
+  };
   const index_t block_rows = std::max<index_t>(1, kblock_positions / p.OW);
   const index_t chunk_rows = std::max<index_t>(1, kchunk_positions / p.OW / block_rows) * block_rows;
   const index_t chunks = (rows + chunk_rows - 1) / chunk_rows;
@@ -396,6 +399,7 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
   {
     std::unique_ptr<B[]> accbuf(new B[static_cast<std::size_t>(njb * tile)]);  // no zero fill: see first
     B* acc = accbuf.get();
+    std::vector<index_t> pos(static_cast<std::size_t>(block_rows * p.OW));
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
@@ -409,9 +413,17 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
         const index_t r0 = ci * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
         for (index_t b0 = r0; b0 < r1; b0 += block_rows) {
           const index_t b1 = std::min(r1, b0 + block_rows);
+          // the block's positions: x offsets from row b0's base
+          const index_t base0 = row_base(b0);
+          index_t npos = 0;
+          for (index_t r = b0; r < b1; ++r) {
+            const index_t rb = row_base(r) - base0;
+            for (index_t ow = 0; ow < p.OW; ++ow) pos[npos++] = rb + ow * p.sw;
+          }
+          const T* d = dyt.data() + b0 * p.OW * Kp + v0 * L;
           for (index_t jbi = 0; jbi < njb; ++jbi) {
             const index_t j0 = jbi * ktile_j, nj = std::min(ktile_j, J - j0);
-            ktile_kernel<T>(kv, nj)(g, dyt.data() + v0 * L, xs, off.data() + j0, b0, b1, acc + jbi * tile, b0 == r0,
+            ktile_kernel<T>(kv, nj)(g, d, xs + base0, off.data() + j0, pos.data(), npos, acc + jbi * tile, b0 == r0,
                                     b1 == r1 ? sums + jbi * tile * L : nullptr);
           }
         }
