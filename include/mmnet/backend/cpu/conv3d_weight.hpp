@@ -82,8 +82,8 @@ struct Geometry {
 // split across cache lines, instead of one) to save a register.
 template <class B>
 inline void keep_in_register(B& v) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__)) && !defined(__CUDA_ARCH__)
-  asm("" : "+x"(v.data));
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__CUDACC__)
+  asm("" : "+v"(v.data));
 #else
   (void)v;
 #endif
