@@ -166,12 +166,12 @@ struct KGeometry {
 };
 
 // Adds a KV x NJ tile over the npos output positions of a block to the vector sums acc ([j][v], ktile_j x ktile_v
-// batches, in memory; taken as zero when first), or when flush is given, adds the final vector sums' lanes to
-// flush[(j, v)][lane] in acc_t instead of storing them (the end of a chunk). Position i reads dy at d + i*Kp and
+// batches, in memory; taken as zero when first), or when flush is given, adds (assign: stores) the final vector
+// sums' lanes to flush[(j, v)][lane] in acc_t instead of storing them (the end of a chunk). Position i reads dy at d + i*Kp and
 // x at xb + off[j] + pos[i]: the table flattens the block's rows, so the loop has no per-row work.
 template <class T, int KV, int NJ>
 void ktile_rows(const KGeometry& g, const T* d, const T* xb, const index_t* off, const index_t* pos, index_t npos,
-                xsimd::batch<T>* acc, bool first, acc_t<T>* flush) {
+                xsimd::batch<T>* acc, bool first, acc_t<T>* flush, bool assign) {
   using B = xsimd::batch<T>;
   constexpr index_t L = static_cast<index_t>(B::size);
   B s[NJ][KV];
@@ -195,7 +195,10 @@ void ktile_rows(const KGeometry& g, const T* d, const T* xb, const index_t* off,
       for (int v = 0; v < KV; ++v) {
         s[j][v].store_aligned(lanes);
         acc_t<T>* f = flush + (j * ktile_v + v) * L;
-        for (index_t i = 0; i < L; ++i) f[i] += static_cast<acc_t<T>>(lanes[i]);
+        if (assign)
+          for (index_t i = 0; i < L; ++i) f[i] = static_cast<acc_t<T>>(lanes[i]);
+        else
+          for (index_t i = 0; i < L; ++i) f[i] += static_cast<acc_t<T>>(lanes[i]);
       }
   } else {
     for (int j = 0; j < NJ; ++j)
@@ -205,7 +208,7 @@ void ktile_rows(const KGeometry& g, const T* d, const T* xb, const index_t* off,
 
 template <class T>
 using ktile_fn = void (*)(const KGeometry&, const T*, const T*, const index_t*, const index_t*, index_t,
-                          xsimd::batch<T>*, bool, acc_t<T>*);
+                          xsimd::batch<T>*, bool, acc_t<T>*, bool);
 
 template <class T, int KV, std::size_t... J>
 constexpr std::array<ktile_fn<T>, sizeof...(J)> ktile_row(std::index_sequence<J...>) {
@@ -408,7 +411,6 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
       const index_t v0 = kvi * ktile_v, kv = std::min(ktile_v, Kp / L - v0);
       const index_t c0 = gi * chunks / groups, c1 = (gi + 1) * chunks / groups;
       acc_t<T>* sums = partial.get() + it * njb * tile * L;
-      std::fill(sums, sums + njb * tile * L, acc_t<T>(0));
       for (index_t ci = c0; ci < c1; ++ci) {
         const index_t r0 = ci * chunk_rows, r1 = std::min(rows, r0 + chunk_rows);
         for (index_t b0 = r0; b0 < r1; b0 += block_rows) {
@@ -424,7 +426,7 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
           for (index_t jbi = 0; jbi < njb; ++jbi) {
             const index_t j0 = jbi * ktile_j, nj = std::min(ktile_j, J - j0);
             ktile_kernel<T>(kv, nj)(g, d, xs + base0, off.data() + j0, pos.data(), npos, acc + jbi * tile, b0 == r0,
-                                    b1 == r1 ? sums + jbi * tile * L : nullptr);
+                                    b1 == r1 ? sums + jbi * tile * L : nullptr, ci == c0);
           }
         }
       }
@@ -444,8 +446,10 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
           for (index_t i = 0; i < kv * L; ++i) dst[i] += src[jj * ktile_v * L + i];
         }
       }
-  for (index_t k = 0; k < p.K; ++k)
-    for (index_t j = 0; j < J; ++j) dw[k * J + j] += static_cast<T>(total[static_cast<std::size_t>(j * Kp + k)]);
+  for (index_t j0 = 0; j0 < J; j0 += 16)  // blocks of j, so that both sides stay in cache
+    for (index_t k = 0; k < p.K; ++k)
+      for (index_t j = j0; j < std::min(J, j0 + 16); ++j)
+        dw[k * J + j] += static_cast<T>(total[static_cast<std::size_t>(j * Kp + k)]);
 }
 
 template <class T>
