@@ -2,19 +2,23 @@
 // cpu tag of backend/common/conv3d.hpp's generic kernels). ConvTranspose3d's weight gradient is the same kernel on
 // its adjoint conv (backend/common/conv_transpose3d.hpp), and its bias gradient the channel sums below.
 //
-// Weight gradient as a reduction over output rows: with the input repacked so that every (c, a, b, e) tap reads a
-// contiguous run along W ("stream" j = (c, a, b, e), one fixed offset from the row's base),
-//   dw[k, j] += sum_{rows (n, od, oh)} sum_{ow} dy[n, k, od, oh, ow] * xs[row base + off[j] + ow]
-// A register tile of KB output channels x NX streams keeps KB*NX vector accumulators: per W vector it loads KB dy
-// and NX x vectors for KB*NX FMAs. The input is repacked once: zero padding, rows wide enough that the padded dy
-// row (a whole number of vectors; dy is copied only when W is not) reads no garbage, and stride_w > 1 split into
-// stride_w phases (polyphase) so the strided taps are contiguous too.
+// The weight gradient is a reduction over output positions: with "stream" j = (c, a, b, e) a tap of one input
+// channel, reading x at a fixed offset off[j] from the position's base,
+//   dw[k, j] += sum_{n, od, oh, ow} dy[n, k, od, oh, ow] * x[base(n, od, oh, ow) + off[j]]
+// a dense GEMM-like product, computed by one of two register-tiled kernels with no horizontal sum per row:
+// * W-vector kernel (few output channels): vectors run along W. A tile of tile_k output channels x tile_x
+//   streams loads tile_k dy and tile_x x vectors per W vector for tile_k * tile_x FMAs. x is repacked (zero
+//   padding; rows wide enough for dy rows padded to whole vectors; stride_w > 1 split into stride_w phases, so
+//   strided taps read contiguous runs too), per slab of a few planes just before use, so it comes from cache.
+// * channel-vector kernel (K >= 2 vectors, or 1 with stride_w > 1): vectors run along K. dy is transposed to
+//   channels-last rows; a tile of ktile_v channel vectors x ktile_j streams loads ktile_v dy vectors and ktile_j
+//   broadcast x scalars per output position (any stride or width, no split loads, no horizontal sums).
 //
-// Order and precision: rows are cut into fixed chunks (about 512 products per vector lane), independent of the
-// thread count. Within a chunk the vector partial sums stay in T (in memory between row blocks, so a block of dy
-// rows sits in L1 while every stream block of the tile passes over it); each chunk ends with one horizontal sum
-// converted to acc_t, and the chunks' sums are added in chunk order in acc_t. Threads split (chunk, channel
-// block) pairs; each writes its own partial sums, so results are bit-identical for any thread count.
+// Order and precision: positions are cut into fixed chunks (about 512-1024 products per vector lane) that do not
+// depend on the thread count. Within a chunk the vector sums stay in T (in memory between L1-sized blocks of
+// positions, so a block of dy stays in L1 while every stream tile passes over it); each chunk's sums are
+// converted to acc_t and the chunks are added in chunk order in acc_t. Threads split whole chunks (or slabs, or
+// groups of chunks), each writing its own partial sums, so results are bit-identical for any thread count.
 #pragma once
 #include <algorithm>
 #include <array>
