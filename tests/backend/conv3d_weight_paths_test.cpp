@@ -170,12 +170,16 @@ TEST_CASE_TEMPLATE("cpu weight gradient: several row chunks and row blocks, any 
   // 2 * 6 * 70 rows of 1-2 vectors: several chunks of rows (a chunk's vector sums are flushed to acc_t) and
   // several L1 row blocks per chunk.
   // W-vector kernel: x packed per slab of planes (a short last slab), per plane; x used as it is (no padding,
-  // OW whole vectors) with many chunks; x packed whole (fewer than 4 slabs) with many chunks. The last problem
+  // OW whole vectors) with many chunks; x packed whole (fewer than 4 slabs) with many chunks; items of several
+  // slabs or chunks. The last problem
   // runs the channel-vector kernel (K 40) over several groups of chunks.
   for (const Conv3dProblem& p0 : {problem(2, 3, 5, {6, 70, 20}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}),
                                   problem(1, 1, 8, {4, 100, 130}, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}),
                                   problem(1, 2, 8, {4, 600, 32}, {1, 1, 1}),
                                   problem(1, 2, 5, {2, 1100, 30}, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}),
+                                  // more than 64 slabs, more than 64 chunks: groups of several units
+                                  problem(2, 2, 3, {40, 5, 9}, {1, 2, 3}, {1, 1, 1}, {0, 1, 1}),
+                                  problem(1, 1, 2, {2, 17000, 16}, {1, 1, 1}),
                                   problem(2, 2, 40, {5, 60, 37}, {3, 3, 3}, {1, 1, 2}, {1, 1, 1})}) {
     Conv3dProblem p = p0;
     p.compute_output();

@@ -73,6 +73,8 @@ inline constexpr index_t chunk_products = 512;
 inline constexpr index_t l1_dy_bytes = 16384;
 // Work below this many multiply-adds stays on one thread.
 inline constexpr index_t parallel_work = index_t(1) << 16;
+// Bytes of per-thread-item partial sums (acc_t) the kernels aim to stay under.
+inline constexpr index_t partial_budget = index_t(16) << 20;
 
 // Where the rows live. dy: row (n, od, oh) of channel k at dy + n*dy_batch + k*dy_chan + (od*OH + oh)*dy_pitch.
 // x (repacked or not): row base xs + n*x_batch + od*x_dstep + oh*x_hstep; stream j at + off[j].
@@ -392,10 +394,12 @@ void backward_weight_channels(const Conv3dProblem& p, const T* x, const T* dy, T
   const index_t block_rows = std::max<index_t>(1, kblock_positions / p.OW);
   const index_t chunk_rows = std::max<index_t>(1, kchunk_positions / p.OW / block_rows) * block_rows;
   const index_t chunks = (rows + chunk_rows - 1) / chunk_rows;
-  // Threads take (group of chunks, channel block) items; the grouping is fixed, not the thread count's.
-  const index_t groups = std::min<index_t>(chunks, 8);
   const index_t nkv = (Kp / L + ktile_v - 1) / ktile_v, njb = (J + ktile_j - 1) / ktile_j;
   constexpr index_t tile = ktile_v * ktile_j;  // batches per tile
+  // Threads take (group of chunks, channel block) items; the grouping is fixed, not the thread count's: at most
+  // 8 groups, fewer when their partial sums would pass partial_budget.
+  const index_t group_bytes = nkv * njb * tile * L * static_cast<index_t>(sizeof(acc_t<T>));
+  const index_t groups = std::min(chunks, std::max<index_t>(1, std::min<index_t>(8, partial_budget / group_bytes)));
   // every item fills its own part (no zero-filling of the whole)
   std::unique_ptr<acc_t<T>[]> partial(new acc_t<T>[static_cast<std::size_t>(groups * nkv * njb * tile * L)]);
   const index_t items = groups * nkv;
@@ -507,18 +511,27 @@ void backward_weight(const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
   const index_t block_rows = std::max<index_t>(1, l1_dy_bytes / (tile_k * OWp * static_cast<index_t>(sizeof(T))));
   const index_t nkb = (p.K + tile_k - 1) / tile_k, njb = (J + tile_x - 1) / tile_x;
   constexpr index_t tile = tile_k * tile_x;
-  // partial[(chunk, kb, jb)][tile]: one chunk's sums for one tile (zero for the empty chunks of a short last slab)
-  std::vector<acc_t<T>> partial(static_cast<std::size_t>(chunks * nkb * njb * tile));
-  // A thread's item: a slab, or a chunk with every channel block (so that its x rows come from L2 for every
+  // A unit of work: a slab, or a chunk with every channel block (so that its x rows come from L2 for every
   // channel block), or with few chunks one (chunk, channel block). Each tile's sums are the same either way.
   const bool whole_chunks = chunks >= 8;
-  const index_t items = slabbed ? slabs : whole_chunks ? chunks : chunks * nkb;
+  const index_t units = slabbed ? slabs : whole_chunks ? chunks : chunks * nkb;
+  const index_t per_item = slabbed || whole_chunks ? nkb : 1;
+  // A thread's item: a group of consecutive units with one set of partial sums, its chunks' sums added in chunk
+  // order. At most 64 groups, fewer when the partial sums would pass partial_budget, so that memory stays bounded
+  // for big volumes; the grouping depends on the problem only.
+  const index_t unit_values = per_item * njb * tile;
+  const index_t groups =
+      per_item == 1 ? units
+                    : std::min(units, std::max<index_t>(1, std::min<index_t>(64, partial_budget / (unit_values *
+                                                                                 static_cast<index_t>(sizeof(acc_t<T>))))));
+  // partial[(group, kb, jb)][tile] (few chunks: [(chunk, kb, jb)][tile])
+  std::vector<acc_t<T>> partial(static_cast<std::size_t>(groups * unit_values));
+  const index_t items = groups;
   const index_t work = p.weight_numel() * p.N * p.OD * p.OH * p.OW;
 #if defined(_OPENMP)
 #pragma omp parallel if (work >= parallel_work)
 #endif
   {
-    const index_t per_item = slabbed || whole_chunks ? nkb : 1;
     buffer<T> accbuf(static_cast<std::size_t>(per_item * njb * tile * L));
     B* acc = reinterpret_cast<B*>(accbuf.data());
     scratch<T> slab(slabbed ? p.C * SP * Hp * row : 0);
@@ -526,56 +539,65 @@ void backward_weight(const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
 #pragma omp for schedule(static)
 #endif
     for (index_t it = 0; it < items; ++it) {
-      index_t c_first = 0, c_last = 0, kb_first = 0, row0 = 0, rows_end = 0, n = 0, od0 = 0;
-      const T* xbase = xs;  // x row base of row (n, od0, 0)
-      if (slabbed) {
-        n = it / slabs_d, od0 = (it % slabs_d) * sp;
-        const index_t od1 = std::min(p.OD, od0 + sp);
-        for (index_t c = 0; c < p.C; ++c)
-          for (index_t zi = 0; zi < SP; ++zi) {
-            const index_t zp = od0 * p.sd + zi;
-            if (zp < Dp) pack_plane(p, x, n * p.C + c, zp, Hp, Wq, slab.data() + (c * SP + zi) * Hp * row);
-          }
-        xbase = slab.data();
-        c_first = it * chunks_per_slab, c_last = c_first + chunks_per_slab;
-        row0 = (n * p.OD + od0) * p.OH, rows_end = (n * p.OD + od1) * p.OH;
-      } else {
-        c_first = whole_chunks ? it : it / nkb, c_last = c_first + 1, kb_first = whole_chunks ? 0 : it % nkb;
-        rows_end = p.N * p.OD * p.OH;
-      }
-      for (index_t ci = c_first; ci < c_last; ++ci) {
-        const index_t r0 = row0 + (ci - c_first + (slabbed ? 0 : c_first)) * chunk_rows;
-        const index_t r1 = std::min(rows_end, r0 + chunk_rows);
-        std::fill(acc, acc + per_item * njb * tile, B(T(0)));
-        // A block of rows of one channel block's dy stays in L1 while every stream block passes over it.
-        for (index_t b0 = r0; b0 < r1; b0 += block_rows) {
-          const index_t b1 = std::min(r1, b0 + block_rows);
-          const index_t oh = b0 % p.OH, od = (b0 / p.OH) % p.OD, nb = b0 / (p.OH * p.OD);
-          const T* xr = slabbed ? xbase + (od - od0) * g.x_dstep + oh * g.x_hstep
-                                : xbase + nb * g.x_batch + od * g.x_dstep + oh * g.x_hstep;
-          for (index_t kbi = kb_first; kbi < kb_first + per_item; ++kbi) {
-            const index_t k0 = kbi * tile_k, kb = std::min(tile_k, p.K - k0);
-            const T* d = dys + nb * g.dy_batch + k0 * g.dy_chan + (od * p.OH + oh) * g.dy_pitch;
-            B* acck = acc + (kbi - kb_first) * njb * tile;
-            for (index_t jbi = 0; jbi < njb; ++jbi) {
-              const index_t j0 = jbi * tile_x, nx = std::min(tile_x, J - j0);
-              tile_kernel<T>(kb, nx)(g, d, xr, off.data() + j0, b0, b1, acck + jbi * tile);
+      acc_t<T>* out = partial.data() + it * unit_values;
+      bool first = true;
+      for (index_t u = it * units / groups; u < (it + 1) * units / groups; ++u) {
+        index_t c_first = 0, c_last = 0, kb_first = 0, row0 = 0, rows_end = 0, n = 0, od0 = 0;
+        const T* xbase = xs;  // x row base of row (n, od0, 0)
+        if (slabbed) {
+          n = u / slabs_d, od0 = (u % slabs_d) * sp;
+          const index_t od1 = std::min(p.OD, od0 + sp);
+          for (index_t c = 0; c < p.C; ++c)
+            for (index_t zi = 0; zi < SP; ++zi) {
+              const index_t zp = od0 * p.sd + zi;
+              if (zp < Dp) pack_plane(p, x, n * p.C + c, zp, Hp, Wq, slab.data() + (c * SP + zi) * Hp * row);
+            }
+          xbase = slab.data();
+          c_first = u * chunks_per_slab, c_last = c_first + chunks_per_slab;
+          row0 = (n * p.OD + od0) * p.OH, rows_end = (n * p.OD + od1) * p.OH;
+        } else {
+          c_first = whole_chunks ? u : u / nkb, c_last = c_first + 1, kb_first = whole_chunks ? 0 : u % nkb;
+          rows_end = p.N * p.OD * p.OH;
+        }
+        for (index_t ci = c_first; ci < c_last; ++ci) {
+          const index_t r0 = row0 + (ci - c_first + (slabbed ? 0 : c_first)) * chunk_rows;
+          const index_t r1 = std::min(rows_end, r0 + chunk_rows);
+          std::fill(acc, acc + per_item * njb * tile, B(T(0)));
+          // A block of rows of one channel block's dy stays in L1 while every stream block passes over it.
+          for (index_t b0 = r0; b0 < r1; b0 += block_rows) {
+            const index_t b1 = std::min(r1, b0 + block_rows);
+            const index_t oh = b0 % p.OH, od = (b0 / p.OH) % p.OD, nb = b0 / (p.OH * p.OD);
+            const T* xr = slabbed ? xbase + (od - od0) * g.x_dstep + oh * g.x_hstep
+                                  : xbase + nb * g.x_batch + od * g.x_dstep + oh * g.x_hstep;
+            for (index_t kbi = kb_first; kbi < kb_first + per_item; ++kbi) {
+              const index_t k0 = kbi * tile_k, kb = std::min(tile_k, p.K - k0);
+              const T* d = dys + nb * g.dy_batch + k0 * g.dy_chan + (od * p.OH + oh) * g.dy_pitch;
+              B* acck = acc + (kbi - kb_first) * njb * tile;
+              for (index_t jbi = 0; jbi < njb; ++jbi) {
+                const index_t j0 = jbi * tile_x, nx = std::min(tile_x, J - j0);
+                tile_kernel<T>(kb, nx)(g, d, xr, off.data() + j0, b0, b1, acck + jbi * tile);
+              }
             }
           }
+          for (index_t i = 0; i < unit_values; ++i) {
+            const acc_t<T> v = static_cast<acc_t<T>>(xsimd::hadd(acc[i]));
+            out[i] = first ? v : out[i] + v;
+          }
+          first = false;
         }
-        acc_t<T>* out = partial.data() + (ci * nkb + kb_first) * njb * tile;
-        for (index_t i = 0; i < per_item * njb * tile; ++i) out[i] = static_cast<acc_t<T>>(xsimd::hadd(acc[i]));
       }
     }
   }
   (void)work;
-  // dw[k, j] += the chunks' sums in chunk order
+  // dw[k, j] += the groups' (few chunks: the chunks') sums in order
+  const index_t nsums = per_item == 1 ? chunks : groups;
   for (index_t k = 0; k < p.K; ++k) {
     const index_t kbi = k / tile_k, kk = k % tile_k;
     for (index_t j = 0; j < J; ++j) {
       const index_t jbi = j / tile_x, jj = j % tile_x;
       acc_t<T> s(0);
-      for (index_t ci = 0; ci < chunks; ++ci) s += partial[static_cast<std::size_t>(((ci * nkb + kbi) * njb + jbi) * tile + kk * tile_x + jj)];
+      for (index_t ci = 0; ci < nsums; ++ci)
+        s += partial[static_cast<std::size_t>(((ci * nkb + kbi) * njb + jbi) * tile + kk * tile_x + jj)];
       dw[k * J + j] += static_cast<T>(s);
     }
   }
