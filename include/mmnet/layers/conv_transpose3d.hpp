@@ -12,6 +12,9 @@
 #include <algorithm>
 #include <string>
 
+// The cpu weight/bias-gradient overloads must be declared before backend/common/conv_transpose3d.hpp's
+// dispatching templates (it also includes them, through backend/cpu/conv3d.hpp).
+#include "../backend/cpu/conv3d_weight.hpp"
 #include "../backend/common/conv_transpose3d.hpp"
 #include "../backend/cpu/conv_transpose3d.hpp"
 #include "../core/expanding_array.hpp"

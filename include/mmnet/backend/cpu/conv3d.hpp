@@ -18,10 +18,10 @@
 // a channel tail is padded with zero weights and not stored). Narrow rows (fewer vectors than the tile)
 // block several output rows instead. Each output element is summed by one tile in a fixed order, so results
 // do not depend on the thread count.
-//   backward-weight  dw[k,c,tap] += sum over rows of dot(dy row, x row)     (stride_w == 1, else generic)
+// The weight and bias gradients live in conv3d_weight.hpp (included at the end).
 //
 // Precision: forward and backward-data sum C*kd*kh*kw (resp. K*kd*kh*kw) products in T, as every conv
-// library does; backward-weight sums each W row in T and the rows (up to N*OD*OH of them) in double.
+// library does.
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -502,171 +502,7 @@ void conv3d_backward_data(cpu, const Conv3dProblem& p, const T* dy, const T* w, 
   cpu_conv3d::backward_data(p, dy, w, static_cast<const T*>(nullptr), dx);
 }
 
-namespace cpu_conv3d {
-
-// Spread copy of NC volumes (Ds, Hs, Ws) into zero-filled volumes (Dd, Hd, Wd):
-//   dst[z, y, x] = src[(z - oz) / uz, (y - oy) / uy, (x - ox) / ux] where each (i - o) is >= 0, divisible by
-//   u and the quotient is inside src; else 0. Offsets o > 0 pad, o < 0 crop; u > 1 inserts zeros (stride).
-struct Spread {
-  index_t NC, Ds, Hs, Ws, Dd, Hd, Wd, oz, oy, ox, uz, uy, ux;
-};
-
-// The source index feeding destination index i, or -1.
-inline index_t spread_source(index_t i, index_t o, index_t u, index_t extent) {
-  const index_t t = i - o;
-  if (t < 0 || t % u != 0) return -1;
-  return t / u < extent ? t / u : -1;
-}
-
-template <class T>
-void spread_copy(const Spread& s, const T* src, T* dst) {
-  const index_t planes = s.NC * s.Dd;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (planes * s.Hd * s.Wd >= parallel_work)
-#endif
-  for (index_t pi = 0; pi < planes; ++pi) {
-    const index_t z = pi % s.Dd, nc = pi / s.Dd;
-    T* dp = dst + pi * s.Hd * s.Wd;
-    std::fill(dp, dp + s.Hd * s.Wd, T(0));
-    const index_t zs = spread_source(z, s.oz, s.uz, s.Ds);
-    if (zs < 0) continue;
-    const T* sp = src + (nc * s.Ds + zs) * s.Hs * s.Ws;
-    for (index_t y = 0; y < s.Hd; ++y) {
-      const index_t ys = spread_source(y, s.oy, s.uy, s.Hs);
-      if (ys < 0) continue;
-      const T* sr = sp + ys * s.Ws;
-      T* dr = dp + y * s.Wd;
-      if (s.ux == 1) {
-        // the contiguous run of x whose source lies inside the row
-        const index_t x0 = std::max<index_t>(0, s.ox), x1 = std::min(s.Wd, s.ox + s.Ws);
-        if (x1 > x0) std::memcpy(dr + x0, sr + (x0 - s.ox), sizeof(T) * static_cast<std::size_t>(x1 - x0));
-      } else {
-        for (index_t x = 0; x < s.Wd; ++x) {
-          const index_t xs = spread_source(x, s.ox, s.ux, s.Ws);
-          if (xs >= 0) dr[x] = sr[xs];
-        }
-      }
-    }
-  }
-}
-
-// Weight gradient of KB output channels (k0..) and KW taps along W (e0..) at one (c, a, b), over every
-// row (n, od, oh): each dy load serves KW taps and each x load KB channels. A row's products are summed
-// in T batches, the rows in acc_t.
-template <class T, int KB, int KW>
-void weight_rows(const Conv3dProblem& p, const T* xp, index_t Dp, index_t Hp, index_t Wp, const T* dy, index_t k0,
-                 index_t c, index_t a, index_t b, index_t e0, acc_t<T> (&sum)[KB][KW]) {
-  using B = xsimd::batch<T>;
-  constexpr index_t L = static_cast<index_t>(B::size);
-  for (int kb = 0; kb < KB; ++kb)
-    for (int e = 0; e < KW; ++e) sum[kb][e] = acc_t<T>(0);
-  for (index_t n = 0; n < p.N; ++n)
-    for (index_t od = 0; od < p.OD; ++od)
-      for (index_t oh = 0; oh < p.OH; ++oh) {
-        const T* dyr[KB];
-        for (int kb = 0; kb < KB; ++kb) dyr[kb] = dy + (((n * p.K + k0 + kb) * p.OD + od) * p.OH + oh) * p.OW;
-        const T* xr = xp + ((n * p.C + c) * Dp + od * p.sd + a * p.dd) * Hp * Wp + (oh * p.sh + b * p.dh) * Wp +
-                      e0 * p.dw;
-        index_t ow = 0;
-        if (p.OW >= L) {
-          B acc[KB][KW];
-          for (int kb = 0; kb < KB; ++kb)
-            for (int e = 0; e < KW; ++e) acc[kb][e] = B(T(0));
-          for (; ow + L <= p.OW; ow += L) {
-            B d[KB];
-            for (int kb = 0; kb < KB; ++kb) d[kb] = B::load_unaligned(dyr[kb] + ow);
-            for (int e = 0; e < KW; ++e) {
-              const B xv = B::load_unaligned(xr + ow + e * p.dw);
-              for (int kb = 0; kb < KB; ++kb) acc[kb][e] += d[kb] * xv;
-            }
-          }
-          for (int kb = 0; kb < KB; ++kb)
-            for (int e = 0; e < KW; ++e) sum[kb][e] += static_cast<acc_t<T>>(xsimd::hadd(acc[kb][e]));
-        }
-        if (ow < p.OW) {
-          T tail[KB][KW] = {};
-          for (; ow < p.OW; ++ow)
-            for (int e = 0; e < KW; ++e)
-              for (int kb = 0; kb < KB; ++kb) tail[kb][e] += dyr[kb][ow] * xr[ow + e * p.dw];
-          for (int kb = 0; kb < KB; ++kb)
-            for (int e = 0; e < KW; ++e) sum[kb][e] += static_cast<acc_t<T>>(tail[kb][e]);
-        }
-      }
-}
-
-template <class T, int KB, int KW>
-void weight_block(const Conv3dProblem& p, const T* xp, index_t Dp, index_t Hp, index_t Wp, const T* dy, index_t k0,
-                  index_t c, index_t a, index_t b, index_t e0, T* dw) {
-  acc_t<T> sum[KB][KW];
-  weight_rows<T, KB, KW>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, e0, sum);
-  for (int kb = 0; kb < KB; ++kb)
-    for (int e = 0; e < KW; ++e)
-      dw[((((k0 + kb) * p.C + c) * p.kd + a) * p.kh + b) * p.kw + e0 + e] += static_cast<T>(sum[kb][e]);
-}
-
-template <class T, int KB>
-void weight_taps(const Conv3dProblem& p, const T* xp, index_t Dp, index_t Hp, index_t Wp, const T* dy, index_t k0,
-                 index_t c, index_t a, index_t b, T* dw) {
-  for (index_t e0 = 0; e0 < p.kw; e0 += 4) {
-    switch (std::min<index_t>(4, p.kw - e0)) {
-      case 4: weight_block<T, KB, 4>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, e0, dw); break;
-      case 3: weight_block<T, KB, 3>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, e0, dw); break;
-      case 2: weight_block<T, KB, 2>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, e0, dw); break;
-      default: weight_block<T, KB, 1>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, e0, dw); break;
-    }
-  }
-}
-
-// x padded to the extents the outputs read, (OD-1)*sd + (kd-1)*dd + 1 etc. Returns x itself (no copy) when
-// no padding is needed.
-template <class T>
-const T* padded_input(const Conv3dProblem& p, const T* x, buffer<T>& storage, index_t& Dp, index_t& Hp, index_t& Wp) {
-  Dp = (p.OD - 1) * p.sd + (p.kd - 1) * p.dd + 1;
-  Hp = (p.OH - 1) * p.sh + (p.kh - 1) * p.dh + 1;
-  Wp = (p.OW - 1) * p.sw + (p.kw - 1) * p.dw + 1;
-  if (p.pd == 0 && p.ph == 0 && p.pw == 0 && Dp == p.D && Hp == p.H && Wp == p.W) return x;
-  storage.resize(static_cast<std::size_t>(p.N * p.C * Dp * Hp * Wp));
-  spread_copy(Spread{p.N * p.C, p.D, p.H, p.W, Dp, Hp, Wp, p.pd, p.ph, p.pw, 1, 1, 1}, x, storage.data());
-  return storage.data();
-}
-
-}  // namespace cpu_conv3d
-
-// dw[k,c,a,b,e] += sum_{n,od,oh} dot(dy[n,k,od,oh,:], xpad[n,c,od*sd+a*dd, oh*sh+b*dh, e*dw : e*dw+OW]),
-// blocked over 4 output channels and up to 4 taps along W.
-template <class T>
-void conv3d_backward_weight(cpu, const Conv3dProblem& p, const T* x, const T* dy, T* dw) {
-  if (p.sw != 1 || p.output_numel() == 0) {
-    generic::conv3d_backward_weight(cpu{}, p, x, dy, dw);
-    return;
-  }
-  cpu_conv3d::buffer<T> storage;
-  index_t Dp, Hp, Wp;
-  const T* xp = cpu_conv3d::padded_input(p, x, storage, Dp, Hp, Wp);
-  constexpr index_t KB = 4;
-  const index_t nkb = (p.K + KB - 1) / KB;
-  const index_t tasks = nkb * p.C * p.kd * p.kh;
-  const index_t work = p.weight_numel() * p.N * p.OD * p.OH * p.OW;
-  // One (channel block, c, a, b) per iteration: it alone writes those KB * kw weight elements.
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (work >= cpu_conv3d::parallel_work)
-#endif
-  for (index_t t = 0; t < tasks; ++t) {
-    index_t r = t;
-    const index_t b = r % p.kh;
-    r /= p.kh;
-    const index_t a = r % p.kd;
-    r /= p.kd;
-    const index_t c = r % p.C;
-    const index_t k0 = (r / p.C) * KB;
-    switch (std::min(KB, p.K - k0)) {
-      case 4: cpu_conv3d::weight_taps<T, 4>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, dw); break;
-      case 3: cpu_conv3d::weight_taps<T, 3>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, dw); break;
-      case 2: cpu_conv3d::weight_taps<T, 2>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, dw); break;
-      default: cpu_conv3d::weight_taps<T, 1>(p, xp, Dp, Hp, Wp, dy, k0, c, a, b, dw); break;
-    }
-  }
-  (void)work;
-}
-
 }  // namespace mmnet::backend
+
+// The weight and bias gradients' cpu fast paths.
+#include "conv3d_weight.hpp"
