@@ -3,10 +3,12 @@
 // members with a timer around each layer call (the same calls in the same order, so the same numerics; checked
 // against net.forward once), and prints a table of the minimum over the repetitions of each component's total.
 //
-//   mmnet_profile_mmfnet [--threads T] [--repeats R] [--step-only] [--cache-mb M]
+//   mmnet_profile_mmfnet [--threads T] [--repeats R] [--step-only] [--cache-mb M] [--release] [--infer]
 //
 // --step-only times net.forward + dice + net.backward + adam as bench_main does (no per-layer timers) and
-// prints the cpu allocator's cached bytes; --cache-mb sets the cpu allocator's cache limit (0: no caching).
+// prints the cpu allocator's cached bytes; --cache-mb sets the cpu allocator's cache limit (0: no caching);
+// --release turns on MMFNet::release_activations_after_backward (as Trainer does) for --step-only; --infer
+// times an eval-mode forward instead of the training step.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -175,11 +177,13 @@ struct Replay {
 
 int main(int argc, char** argv) {
   int threads = get_num_threads(), repeats = 3;
-  bool step_only = false;
+  bool step_only = false, release = false, infer = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--step-only")) step_only = true;
+    else if (!std::strcmp(argv[i], "--release")) release = true;
+    else if (!std::strcmp(argv[i], "--infer")) infer = step_only = true;
     else if (!std::strcmp(argv[i], "--cache-mb") && i + 1 < argc)
       backend::set_cache_limit(static_cast<std::size_t>(std::atol(argv[++i])) << 20);
   }
@@ -195,20 +199,27 @@ int main(int argc, char** argv) {
   y.assign(yv);
 
   if (step_only) {
+    net.release_activations_after_backward(release);
+    if (infer) net.eval();
     std::vector<double> t;
     for (int r = 0; r <= repeats; ++r) {
       const auto a = Clock::now();
-      opt.zero_grad();
-      const auto prob = net.forward(x);
-      dice.forward(prob, y);
-      net.backward(dice.backward());
-      opt.step();
+      if (infer) {
+        net.forward(x);
+      } else {
+        opt.zero_grad();
+        const auto prob = net.forward(x);
+        dice.forward(prob, y);
+        net.backward(dice.backward());
+        opt.step();
+      }
       if (r > 0) t.push_back(std::chrono::duration<double>(Clock::now() - a).count());  // r == 0: warm-up
     }
     std::sort(t.begin(), t.end());
-    std::printf("{\"bench\": \"mmfnet_train_step\", \"threads\": %d, \"min_s\": %.4f, \"median_s\": %.4f, "
+    std::printf("{\"bench\": \"%s\", \"threads\": %d, \"min_s\": %.4f, \"median_s\": %.4f, "
                 "\"cached_mb\": %.1f}\n",
-                threads, t.front(), t[t.size() / 2], static_cast<double>(backend::cached_memory_bytes()) / (1 << 20));
+                infer ? "mmfnet_inference" : "mmfnet_train_step", threads, t.front(), t[t.size() / 2],
+                static_cast<double>(backend::cached_memory_bytes()) / (1 << 20));
     return 0;
   }
 

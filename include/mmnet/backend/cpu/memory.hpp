@@ -35,6 +35,15 @@ class HostBlockCache {
     static HostBlockCache* c = new HostBlockCache;  // never destroyed: tensors may be freed after main
     return *c;
   }
+  HostBlockCache() {
+    // MMNET_CPU_CACHE_MB overrides the default limit (0 turns caching off: lower peak memory, since freed
+    // blocks of one size cannot serve another, at the cost of page faults on every large allocation).
+    if (const char* e = std::getenv("MMNET_CPU_CACHE_MB")) {
+      char* end = nullptr;
+      const unsigned long long mb = std::strtoull(e, &end, 10);
+      if (end != e) limit_ = static_cast<std::size_t>(mb) << 20;
+    }
+  }
 
   static std::size_t size_class(std::size_t bytes) {
     if (bytes == 0) bytes = 1;
