@@ -200,6 +200,16 @@ class ChannelAttention : public Module<T, Backend> {
   // Wc of the last forward, N x C x 1 x 1 x 1.
   const tensor& weights() const { return gate_.output(); }
 
+  // Drops everything the last forward saved (the input held by the pools and the gate product, Wc), freeing
+  // it; backward() and weights() need a new forward() afterwards. For one-backward-per-forward training.
+  void release() {
+    avg_pool_ = nn::GlobalAvgPool3d<T, Backend>();
+    max_pool_ = nn::GlobalMaxPool3d<T, Backend>();
+    std_pool_ = nn::GlobalStdPool3d<T, Backend>(nn::GlobalStdPool3dOptions().eps(options_.std_eps()));
+    gate_ = nn::Sigmoid<T, Backend>();
+    scale_ = nn::BroadcastMul<T, Backend>();
+  }
+
  private:
   std::optional<ChannelMLP<T, Backend>>& mlp_of(Pool p) {
     return p == Pool::avg ? mlp_avg : (p == Pool::max ? mlp_max : mlp_std);

@@ -103,6 +103,17 @@ class SpatialAttention : public Module<T, Backend> {
   // Ws of the last forward, N x 1 x D x H x W.
   const tensor& weights() const { return gate_.output(); }
 
+  // Drops what the last forward saved outside the conv (the input held by the reductions and the gate
+  // product, their statistics, Ws); backward() and weights() need a new forward() afterwards.
+  void release() {
+    mean_reduce_ = nn::ChannelMean<T, Backend>();
+    max_reduce_ = nn::ChannelMax<T, Backend>();
+    std_reduce_ = nn::ChannelStd<T, Backend>(nn::ChannelStdOptions().eps(options_.std_eps()));
+    gate_ = nn::Sigmoid<T, Backend>();
+    scale_ = nn::BroadcastMul<T, Backend>();
+    in_shape_ = Shape();
+  }
+
  private:
   tensor reduce_forward(Pool p, const tensor& x) {
     return p == Pool::avg ? mean_reduce_.forward(x) : (p == Pool::max ? max_reduce_.forward(x) : std_reduce_.forward(x));

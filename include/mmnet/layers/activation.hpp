@@ -27,7 +27,11 @@ class ReLU : public Module<T, Backend> {
     tensor dx(dy.shape());
     const T *py = y_.data(), *pdy = dy.data();
     T* pdx = dx.data();
-    backend::parallel_for(Backend{}, dy.numel(), MMNET_KERNEL(index_t i) { pdx[i] = py[i] > T(0) ? pdy[i] : T(0); });
+    // Both loads unconditional, so the select vectorises (a load only on one branch cannot be speculated).
+    backend::parallel_for(Backend{}, dy.numel(), MMNET_KERNEL(index_t i) {
+      const T g = pdy[i];
+      pdx[i] = py[i] > T(0) ? g : T(0);
+    });
     return dx;
   }
 

@@ -153,8 +153,15 @@ class BatchNorm3d : public Module<T, Backend> {
     backend::batch_norm_backward_input(Backend{}, p, x_.data(), dy.data(), mean_.data(), invstd_.data(),
                                        affine_ptr(weight), sum_dy.data(), sum_dy_xhat.data(), batch_stats_,
                                        dx.data());
+    if (release_after_backward_) x_ = tensor();
     return dx;
   }
+
+  // Opt-in memory saving for one backward per forward (training steps): backward() drops the saved input,
+  // so its storage is freed as soon as nothing else holds it; a second backward() then throws value_error.
+  // Default false (backward may be called repeatedly, e.g. to accumulate gradients).
+  void release_after_backward(bool v) { release_after_backward_ = v; }
+  bool release_after_backward() const { return release_after_backward_; }
 
   const BatchNorm3dOptions& options() const { return options_; }
 
@@ -167,6 +174,7 @@ class BatchNorm3d : public Module<T, Backend> {
   Tensor<double, Backend> mean_;    // the statistics the last forward normalised with, per channel
   Tensor<double, Backend> invstd_;
   bool batch_stats_ = true;         // whether they were batch statistics (then backward has the mean/var terms)
+  bool release_after_backward_ = false;
 };
 
 }  // namespace mmnet::nn

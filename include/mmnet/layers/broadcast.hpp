@@ -194,6 +194,72 @@ double_storage<Backend> broadcast_reduce(Backend b, const BroadcastLayout& l, co
   return out;
 }
 
+// cpu, one broadcast axis (the CBAM gates, global pools): the generic kernel's chunks, with the odometer
+// replaced by a strided loop; over a contiguous axis each chunk is summed in 8 interleaved lanes (fixed order,
+// so still independent of the thread count, but not the generic kernel's bits). When the innermost kept axis is
+// contiguous in full (the spatial gate N x 1 x D x H x W: reduce over C at stride D*H*W), a block of
+// neighbouring outputs is summed together, so the loop over the broadcast axis reads contiguous rows.
+template <class Term>
+double_storage<cpu> broadcast_reduce(cpu, const BroadcastLayout& l, const Term& term) {
+  if (l.nred != 1) return broadcast_reduce<cpu, Term>(cpu{}, l, term);
+  using traits = backend_traits<cpu>;
+  auto out = traits::template allocate<double>(l.kept);
+  double* po = traits::data(out);
+  const index_t stride = l.red_stride[0], total = l.reduced;
+  const index_t nchunk = total > reduce_chunk ? (total + reduce_chunk - 1) / reduce_chunk : 1;
+  const bool blocked = nchunk == 1 && l.nkept > 0 && l.kept_stride[l.nkept - 1] == 1 && l.kept_extent[l.nkept - 1] > 1;
+  if (blocked) {
+    constexpr index_t block = 256;
+    const index_t inner = l.kept_extent[l.nkept - 1];
+    const index_t nb = (inner + block - 1) / block;
+    const index_t tasks = (l.kept / inner) * nb;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (tasks > 1 && l.kept * total >= backend::parallel_grain)
+#endif
+    for (index_t t = 0; t < tasks; ++t) {
+      const index_t row = t / nb, j0 = (t - row * nb) * block;
+      const index_t len = j0 + block < inner ? block : inner - j0;
+      const index_t o0 = row * inner + j0;
+      const index_t base = l.full_base(o0);  // outputs o0 .. o0 + len - 1 sit at base + j in full
+      double acc[block];
+      for (index_t j = 0; j < len; ++j) acc[j] = 0;
+      for (index_t r = 0; r < total; ++r)
+        for (index_t j = 0; j < len; ++j) acc[j] += term(base + r * stride + j, o0 + j);
+      for (index_t j = 0; j < len; ++j) po[o0 + j] = acc[j];
+    }
+    return out;
+  }
+  auto part = traits::template allocate<double>(l.kept * nchunk);
+  double* pp = traits::data(part);
+  for_each_heavy(cpu{}, l.kept * nchunk, total < reduce_chunk ? total : reduce_chunk, [&](index_t j) {
+    const index_t o = j / nchunk, c = j - o * nchunk;
+    const index_t r0 = c * reduce_chunk, r1 = (c + 1) * reduce_chunk < total ? (c + 1) * reduce_chunk : total;
+    const index_t base = l.full_base(o);
+    if (stride != 1) {
+      double acc = 0;
+      for (index_t r = r0; r < r1; ++r) acc += term(base + r * stride, o);
+      pp[j] = acc;
+      return;
+    }
+    // Contiguous: lanes independent partial sums, added in a fixed order, so the loop vectorises.
+    constexpr index_t lanes = 8;
+    double acc[lanes] = {};
+    index_t r = r0;
+    for (; r + lanes <= r1; r += lanes)
+      for (index_t q = 0; q < lanes; ++q) acc[q] += term(base + r + q, o);
+    for (; r < r1; ++r) acc[(r - r0) % lanes] += term(base + r, o);
+    double sum = 0;
+    for (index_t q = 0; q < lanes; ++q) sum += acc[q];
+    pp[j] = sum;
+  });
+  for (index_t o = 0; o < l.kept; ++o) {
+    double s = 0;
+    for (index_t c = 0; c < nchunk; ++c) s += pp[o * nchunk + c];
+    po[o] = s;
+  }
+  return out;
+}
+
 // Terms of the reductions (namespace-scope functors: nvcc's extended lambdas may not nest).
 template <class T>
 struct SumTerm {

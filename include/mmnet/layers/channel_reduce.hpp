@@ -133,6 +133,136 @@ void channel_std_backward(Backend b, ChannelProblem p, const T* dy, const T* x, 
   });
 }
 
+// cpu overloads: the voxels of one sample are cut into blocks of channel_block; one OpenMP iteration per
+// (sample, block) sweeps the channels in order over the block's contiguous voxels (per-voxel accumulators in a
+// small array), instead of one voxel reading C addresses D*H*W apart. Each voxel still sums its channels in
+// order 0..C-1 in double, so the results are the generic kernels' bit for bit, for any thread count.
+inline constexpr index_t channel_block = 512;
+
+template <class F>
+void for_each_channel_block(const ChannelProblem& p, F&& f) {
+  const index_t nb = (p.s + channel_block - 1) / channel_block;
+  const index_t tasks = p.n * nb;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (tasks > 1 && p.n * p.c * p.s >= backend::parallel_grain)
+#endif
+  for (index_t t = 0; t < tasks; ++t) {
+    const index_t n = t / nb, b = t - n * nb;
+    const index_t v0 = b * channel_block;
+    const index_t len = v0 + channel_block < p.s ? channel_block : p.s - v0;
+    f(n, v0, len);
+  }
+}
+
+template <class T>
+void channel_mean_forward(cpu, ChannelProblem p, const T* x, T* y) {
+  const double inv_c = 1.0 / static_cast<double>(p.c);
+  for_each_channel_block(p, [&](index_t n, index_t v0, index_t len) {
+    double acc[channel_block];
+    for (index_t j = 0; j < len; ++j) acc[j] = 0;
+    for (index_t c = 0; c < p.c; ++c) {
+      const T* xc = x + (n * p.c + c) * p.s + v0;
+      for (index_t j = 0; j < len; ++j) acc[j] += static_cast<double>(xc[j]);
+    }
+    T* yv = y + n * p.s + v0;
+    for (index_t j = 0; j < len; ++j) yv[j] = static_cast<T>(acc[j] * inv_c);
+  });
+}
+
+template <class T>
+void channel_mean_backward(cpu, ChannelProblem p, const T* dy, T* dx) {
+  const double inv_c = 1.0 / static_cast<double>(p.c);
+  for_each_channel_block(p, [&](index_t n, index_t v0, index_t len) {
+    T g[channel_block];
+    const T* dyv = dy + n * p.s + v0;
+    for (index_t j = 0; j < len; ++j) g[j] = static_cast<T>(static_cast<double>(dyv[j]) * inv_c);
+    for (index_t c = 0; c < p.c; ++c) {
+      T* dxc = dx + (n * p.c + c) * p.s + v0;
+      for (index_t j = 0; j < len; ++j) dxc[j] = g[j];
+    }
+  });
+}
+
+template <class T>
+void channel_max_forward(cpu, ChannelProblem p, const T* x, T* y, std::int64_t* argmax) {
+  for_each_channel_block(p, [&](index_t n, index_t v0, index_t len) {
+    T* yv = y + n * p.s + v0;
+    std::int64_t* av = argmax + n * p.s + v0;
+    const T* x0 = x + n * p.c * p.s + v0;
+    for (index_t j = 0; j < len; ++j) {
+      yv[j] = x0[j];
+      av[j] = 0;
+    }
+    for (index_t c = 1; c < p.c; ++c) {
+      const T* xc = x0 + c * p.s;
+      for (index_t j = 0; j < len; ++j) {
+        const T best = yv[j], val = xc[j];
+        if (best == best && (val > best || val != val)) {
+          yv[j] = val;
+          av[j] = c;
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void channel_max_backward(cpu, ChannelProblem p, const T* dy, const std::int64_t* argmax, T* dx) {
+  for_each_channel_block(p, [&](index_t n, index_t v0, index_t len) {
+    const T* dyv = dy + n * p.s + v0;
+    const std::int64_t* av = argmax + n * p.s + v0;
+    for (index_t c = 0; c < p.c; ++c) {
+      T* dxc = dx + (n * p.c + c) * p.s + v0;
+      for (index_t j = 0; j < len; ++j) dxc[j] = av[j] == c ? dyv[j] : T(0);
+    }
+  });
+}
+
+template <class T>
+void channel_std_forward(cpu, ChannelProblem p, double eps, const T* x, T* y, double* mean, double* sd) {
+  const double inv_c = 1.0 / static_cast<double>(p.c);
+  for_each_channel_block(p, [&](index_t n, index_t v0, index_t len) {
+    double mu[channel_block], ss[channel_block];
+    for (index_t j = 0; j < len; ++j) mu[j] = ss[j] = 0;
+    const T* x0 = x + n * p.c * p.s + v0;
+    for (index_t c = 0; c < p.c; ++c) {
+      const T* xc = x0 + c * p.s;
+      for (index_t j = 0; j < len; ++j) mu[j] += static_cast<double>(xc[j]);
+    }
+    for (index_t j = 0; j < len; ++j) mu[j] *= inv_c;
+    for (index_t c = 0; c < p.c; ++c) {
+      const T* xc = x0 + c * p.s;
+      for (index_t j = 0; j < len; ++j) {
+        const double d = static_cast<double>(xc[j]) - mu[j];
+        ss[j] += d * d;
+      }
+    }
+    const index_t o = n * p.s + v0;
+    for (index_t j = 0; j < len; ++j) {
+      const double s = std::sqrt(ss[j] * inv_c + eps);
+      mean[o + j] = mu[j];
+      sd[o + j] = s;
+      y[o + j] = static_cast<T>(s);
+    }
+  });
+}
+
+template <class T>
+void channel_std_backward(cpu, ChannelProblem p, const T* dy, const T* x, const double* mean, const double* sd,
+                          T* dx) {
+  const double cd = static_cast<double>(p.c);
+  for_each_channel_block(p, [&](index_t n, index_t v0, index_t len) {
+    double g[channel_block];
+    const index_t o = n * p.s + v0;
+    for (index_t j = 0; j < len; ++j) g[j] = static_cast<double>(dy[o + j]) / (cd * sd[o + j]);
+    const double* mu = mean + o;
+    for (index_t c = 0; c < p.c; ++c) {
+      const index_t off = (n * p.c + c) * p.s + v0;
+      for (index_t j = 0; j < len; ++j) dx[off + j] = static_cast<T>(g[j] * (static_cast<double>(x[off + j]) - mu[j]));
+    }
+  });
+}
+
 }  // namespace detail
 
 // torch.mean(x, dim=1, keepdim=True); backward spreads dy / C over the channels.

@@ -2,6 +2,7 @@
 // (torch.split(y, sizes, dim=1)), for tensors N x C_i x ... of any rank >= 2 with equal other dimensions.
 // nn::Concat is the layer form: forward concatenates, backward splits dL/dy back into one gradient per input.
 #pragma once
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,25 @@ void copy_channels(Backend b, index_t outer, index_t c, index_t inner, const T* 
     const index_t r = i - n * block;
     dst[(n * dst_total + dst_offset) * inner + r] = src[(n * src_total + src_offset) * inner + r];
   });
+}
+// cpu: each sample's c channels are one contiguous block in both tensors; memcpy pieces of it, spread over
+// OpenMP threads when the copy is large.
+template <class T>
+void copy_channels(cpu, index_t outer, index_t c, index_t inner, const T* src, index_t src_total,
+                   index_t src_offset, T* dst, index_t dst_total, index_t dst_offset) {
+  const index_t block = c * inner;
+  constexpr index_t piece = index_t(1) << 16;  // elements per task
+  const index_t pieces = (block + piece - 1) / piece;
+  const index_t tasks = outer * pieces;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (tasks > 1 && outer * block >= backend::parallel_grain * 16)
+#endif
+  for (index_t t = 0; t < tasks; ++t) {
+    const index_t n = t / pieces, k0 = (t - n * pieces) * piece;
+    const index_t len = k0 + piece < block ? piece : block - k0;
+    std::memcpy(dst + (n * dst_total + dst_offset) * inner + k0, src + (n * src_total + src_offset) * inner + k0,
+                sizeof(T) * static_cast<std::size_t>(len));
+  }
 }
 }  // namespace detail
 

@@ -79,6 +79,28 @@ void plane_max(Backend b, index_t planes, index_t plane, const T* x, T* y, std::
   });
 }
 
+// Runs f(i, p) for every element i of `planes` contiguous planes of k elements, p = i / k its plane (the
+// pools' backward kernels). The cpu overload loops over planes (cut into pieces for OpenMP) so no element
+// pays an integer division and the inner loop vectorises.
+template <class Backend, class F>
+void for_each_in_planes(Backend b, index_t planes, index_t k, F f) {
+  backend::parallel_for(b, planes * k, MMNET_KERNEL(index_t i) { f(i, i / k); });
+}
+template <class F>
+void for_each_in_planes(cpu, index_t planes, index_t k, F f) {
+  constexpr index_t piece = index_t(1) << 14;
+  const index_t pieces = (k + piece - 1) / piece;
+  const index_t tasks = planes * pieces;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (tasks > 1 && planes * k >= backend::parallel_grain)
+#endif
+  for (index_t t = 0; t < tasks; ++t) {
+    const index_t p = t / pieces, k0 = (t - p * pieces) * piece;
+    const index_t end = p * k + (k0 + piece < k ? k0 + piece : k);
+    for (index_t i = p * k + k0; i < end; ++i) f(i, p);
+  }
+}
+
 // Checks shared by the three pools; returns N x C x 1 x 1 x 1.
 template <class T, class Backend>
 Shape global_pool_shape(const char* name, const Tensor<T, Backend>& x) {
@@ -118,8 +140,9 @@ class GlobalAvgPool3d : public Module<T, Backend> {
     tensor dx(in_shape_);
     const T* pdy = dy.data();
     T* pdx = dx.data();
-    backend::parallel_for(Backend{}, dx.numel(),
-                          MMNET_KERNEL(index_t i) { pdx[i] = static_cast<T>(static_cast<double>(pdy[i / k]) * inv_k); });
+    detail::for_each_in_planes(Backend{}, dx.numel() / k, k, MMNET_KERNEL(index_t i, index_t p) {
+      pdx[i] = static_cast<T>(static_cast<double>(pdy[p]) * inv_k);
+    });
     return dx;
   }
 
@@ -152,8 +175,7 @@ class GlobalMaxPool3d : public Module<T, Backend> {
     const T* pdy = dy.data();
     const std::int64_t* am = traits::data(argmax_);
     T* pdx = dx.data();
-    backend::parallel_for(Backend{}, dx.numel(), MMNET_KERNEL(index_t i) {
-      const index_t p = i / k;
+    detail::for_each_in_planes(Backend{}, dx.numel() / k, k, MMNET_KERNEL(index_t i, index_t p) {
       pdx[i] = i - p * k == am[p] ? pdy[p] : T(0);
     });
     return dx;
@@ -228,8 +250,7 @@ class GlobalStdPool3d : public Module<T, Backend> {
     const T *pdy = dy.data(), *px = x_.data();
     const double *mu = traits::data(mean_), *s = traits::data(std_);
     T* pdx = dx.data();
-    backend::parallel_for(Backend{}, dx.numel(), MMNET_KERNEL(index_t i) {
-      const index_t p = i / k;
+    detail::for_each_in_planes(Backend{}, dx.numel() / k, k, MMNET_KERNEL(index_t i, index_t p) {
       pdx[i] = static_cast<T>(static_cast<double>(pdy[p]) * (static_cast<double>(px[i]) - mu[p]) / (kd * s[p]));
     });
     return dx;

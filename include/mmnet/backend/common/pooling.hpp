@@ -2,6 +2,7 @@
 // backend::parallel_for). Tensors are viewed as (N*C) planes of D x H x W; padding counts as -inf.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "../../core/backends.hpp"
@@ -65,6 +66,70 @@ void max_pool3d_forward(Backend b, const Pool3dProblem p, const T* x, T* y, std:
   });
 }
 
+// cpu: one OpenMP iteration per output row (plane, od, oh), so the index arithmetic runs once per row; the
+// window scan and its tie/NaN rules are the generic kernel's, so results are identical.
+template <class T>
+void max_pool3d_forward(cpu, const Pool3dProblem p, const T* x, T* y, std::int64_t* argmax) {
+  const index_t rows = p.planes * p.od * p.oh;
+  const index_t in_plane = p.in_plane();
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * p.ow >= parallel_grain)
+#endif
+  for (index_t row = 0; row < rows; ++row) {
+    const index_t plane = row / (p.od * p.oh);
+    const index_t r = row - plane * (p.od * p.oh);
+    const index_t od = r / p.oh, oh = r - od * p.oh;
+    const index_t d0 = od * p.sd - p.pd, h0 = oh * p.sh - p.ph;
+    const index_t d_lo = d0 < 0 ? 0 : d0, h_lo = h0 < 0 ? 0 : h0;
+    const index_t d_hi = d0 + p.kd < p.id ? d0 + p.kd : p.id;
+    const index_t h_hi = h0 + p.kh < p.ih ? h0 + p.kh : p.ih;
+    const T* xp = x + plane * in_plane;
+    T* yr = y + row * p.ow;
+    std::int64_t* ar = argmax + row * p.ow;
+    if (d_hi - d_lo == 2 && h_hi - h_lo == 2 && p.kw == 2 && p.sw == 2 && p.pw == 0) {
+      // The U-Net 2 x 2 x 2 window (this row's d and h pairs inside the input): the same scan order and
+      // update rule, written as selects so the compiler can keep it branch-free.
+      const index_t k00 = (d_lo * p.ih + h_lo) * p.iw, k01 = k00 + p.iw, k10 = k00 + p.ih * p.iw, k11 = k10 + p.iw;
+      for (index_t ow = 0; ow < p.ow; ++ow) {
+        const index_t w = 2 * ow;
+        T best = neg_inf;
+        index_t idx = k00 + w;
+        const index_t ks[8] = {k00 + w, k00 + w + 1, k01 + w, k01 + w + 1, k10 + w, k10 + w + 1, k11 + w, k11 + w + 1};
+        for (int q = 0; q < 8; ++q) {
+          const T v = xp[ks[q]];
+          const bool take = v > best || v != v;
+          best = take ? v : best;
+          idx = take ? ks[q] : idx;
+        }
+        yr[ow] = best;
+        ar[ow] = idx;
+      }
+      continue;
+    }
+    for (index_t ow = 0; ow < p.ow; ++ow) {
+      const index_t w0 = ow * p.sw - p.pw;
+      const index_t w_lo = w0 < 0 ? 0 : w0;
+      const index_t w_hi = w0 + p.kw < p.iw ? w0 + p.kw : p.iw;
+      T best = neg_inf;
+      index_t best_idx = (d_lo * p.ih + h_lo) * p.iw + w_lo;
+      for (index_t d = d_lo; d < d_hi; ++d)
+        for (index_t h = h_lo; h < h_hi; ++h) {
+          const index_t k0 = (d * p.ih + h) * p.iw;
+          for (index_t w = w_lo; w < w_hi; ++w) {
+            const T v = xp[k0 + w];
+            if (v > best || v != v) {
+              best = v;
+              best_idx = k0 + w;
+            }
+          }
+        }
+      yr[ow] = best;
+      ar[ow] = best_idx;
+    }
+  }
+}
+
 // First output index along one axis whose window [o*s - p, o*s - p + k) contains input position x.
 MMNET_HOST_DEVICE inline index_t pool_first_window(index_t x, index_t k, index_t s, index_t pad) {
   return x + pad < k ? 0 : (x + pad - k) / s + 1;
@@ -101,6 +166,29 @@ void max_pool3d_backward(Backend b, const Pool3dProblem p, const T* dy, const st
         }
     dx[i] = static_cast<T>(acc);
   });
+}
+
+// cpu, windows that do not overlap (stride >= kernel on every axis, the U-Net 2 x 2 x 2 pool): each input
+// element is in at most one window, so dx is the plane zeroed and each output's dy written at its argmax,
+// one OpenMP iteration per plane (its outputs write only into it). The same values as the generic kernel
+// (a single term needs no double sum). Overlapping windows use the generic gather.
+template <class T>
+void max_pool3d_backward(cpu, const Pool3dProblem p, const T* dy, const std::int64_t* argmax, T* dx) {
+  if (p.sd < p.kd || p.sh < p.kh || p.sw < p.kw) {
+    max_pool3d_backward<T, cpu>(cpu{}, p, dy, argmax, dx);
+    return;
+  }
+  const index_t out_plane = p.out_plane(), in_plane = p.in_plane();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (p.planes > 1 && p.planes * in_plane >= parallel_grain)
+#endif
+  for (index_t plane = 0; plane < p.planes; ++plane) {
+    T* dxp = dx + plane * in_plane;
+    std::memset(static_cast<void*>(dxp), 0, sizeof(T) * static_cast<std::size_t>(in_plane));
+    const T* dyp = dy + plane * out_plane;
+    const std::int64_t* ap = argmax + plane * out_plane;
+    for (index_t o = 0; o < out_plane; ++o) dxp[ap[o]] = dyp[o];
+  }
 }
 
 }  // namespace mmnet::backend

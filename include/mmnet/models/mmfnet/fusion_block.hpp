@@ -110,9 +110,22 @@ struct FusionBlock : Module<T, Backend> {
     if (!ffused_.defined()) fail<value_error>(std::string(name) + "::backward", "state", "a forward() call first", "no stored input");
     check_same_shape(std::string(name) + "::backward", "grad_output", dffused, ffused_.shape());
     const tensor dsum = rfblock.backward(dffused);
-    tensor dfori = channel_attention.backward(spatial_attention.backward(dsum));
+    tensor dfori = spatial_attention.backward(dsum);
+    if (release_after_backward_) spatial_attention.release();
+    dfori = channel_attention.backward(dfori);
+    if (release_after_backward_) {
+      channel_attention.release();
+      fori_ = fc_ = fs_ = ffused_ = tensor();
+    }
     add_(dfori, dsum);
     return concat_.backward(dfori);
+  }
+
+  // Opt-in memory saving for one backward per forward: backward() frees the attention's saved tensors and
+  // the taps below (and rfblock.bn's input) as soon as it is done with them; a second backward() throws.
+  void release_after_backward(bool v) {
+    release_after_backward_ = v;
+    rfblock.bn.release_after_backward(v);
   }
 
   // Taps of the last forward (spec §8 point 2): Fori, Wc (N x MC x 1 x 1 x 1), Fc, Ws (N x 1 x D x H x W), Fs,
@@ -138,6 +151,7 @@ struct FusionBlock : Module<T, Backend> {
   }
 
   index_t modalities_, channels_;
+  bool release_after_backward_ = false;
   nn::Concat<T, Backend> concat_;
   tensor fori_, fc_, fs_, ffused_;
 };

@@ -81,6 +81,24 @@ struct MMFNet : Module<T, Backend> {
 
   const MMFNetOptions& options() const { return options_; }
 
+  // Opt-in memory saving for training steps with ONE backward per forward (Trainer turns it on while it
+  // trains): backward frees each BatchNorm input and each fusion block's attention tensors and taps
+  // (fusions[l].fori() ...) once it has used them, lowering the step's peak memory. A second backward after
+  // one forward then throws value_error. Default false. Numerics are unchanged.
+  void release_activations_after_backward(bool v) {
+    release_ = v;
+    for (auto& e : encoders) {
+      for (auto& b : e.blocks) {
+        b.bn1.release_after_backward(v);
+        b.bn2.release_after_backward(v);
+      }
+      e.bottleneck.bn.release_after_backward(v);
+    }
+    for (auto& f : fusions) f.release_after_backward(v);
+    for (auto& b : decoder.blocks) b.bn.release_after_backward(v);
+  }
+  bool release_activations_after_backward() const { return release_; }
+
   // x: N x M x D x H x W, D, H, W multiples of 2^L. Returns the foreground probability N x 1 x D x H x W.
   tensor forward(const tensor& x) {
     check_input(x);
@@ -147,6 +165,7 @@ struct MMFNet : Module<T, Backend> {
   }
 
   MMFNetOptions options_;
+  bool release_ = false;
   std::vector<nn::Concat<T, Backend>> merges_;  // the merge baseline's per-level concat
   nn::Concat<T, Backend> bottom_concat_;
   nn::Sigmoid<T, Backend> sigmoid_;

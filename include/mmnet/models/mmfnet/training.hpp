@@ -238,6 +238,13 @@ class Trainer {
     set_train_mode();
     losses::SoftDice<T, B> dice;
     double sum = 0;
+    // One backward per forward here: let the model free saved activations as backward goes (restored after).
+    struct Release {
+      model_type& m;
+      bool before;
+      ~Release() { m.release_activations_after_backward(before); }
+    } restore{model_, model_.release_activations_after_backward()};
+    model_.release_activations_after_backward(true);
     for (int it = 0; it < options_.iterations_per_epoch(); ++it) {
       const batch_type b = batches(epoch_, it);
       optimizer_->zero_grad();
