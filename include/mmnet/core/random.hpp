@@ -4,7 +4,14 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <locale>
 #include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "error.hpp"
 
 namespace mmnet {
 
@@ -36,6 +43,46 @@ class Generator {
   double normal(double mean, double stddev) { return mean + stddev * normal(); }
   // Uniform integer in [0, n).
   std::uint64_t integer(std::uint64_t n) { return n ? static_cast<std::uint64_t>(uniform() * static_cast<double>(n)) % n : 0; }
+
+  // The complete state as words, for exact resumption (train/trainer.hpp stores it in checkpoints): the
+  // engine's state in the standard's textual order (313 words with libstdc++'s mt19937_64: 312 state words
+  // and the position), then the bit pattern of the cached normal deviate and whether it is valid (0/1).
+  // set_state(state()) continues the exact sequence. The engine part's length is the standard library's, so
+  // a state moves between builds that use the same standard library.
+  std::vector<std::uint64_t> state() const {
+    std::ostringstream os;
+    os.imbue(std::locale::classic());
+    os << engine_;
+    std::istringstream is(os.str());
+    is.imbue(std::locale::classic());
+    std::vector<std::uint64_t> s;
+    for (std::uint64_t w; is >> w;) s.push_back(w);
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &spare_, sizeof bits);
+    s.push_back(bits);
+    s.push_back(has_spare_ ? 1 : 0);
+    return s;
+  }
+  // Restores a state() result; throws value_error (and changes nothing) for words that are not one.
+  void set_state(const std::vector<std::uint64_t>& s) {
+    const char* who = "mmnet::Generator::set_state";
+    if (s.size() < 3)
+      fail<value_error>(who, "state words", "the engine's words, the spare deviate and its flag", s.size());
+    if (s.back() > 1) fail<value_error>(who, "last state word (spare-deviate flag)", "0 or 1", s.back());
+    std::ostringstream os;
+    os.imbue(std::locale::classic());
+    for (std::size_t i = 0; i + 2 < s.size(); ++i) os << (i ? " " : "") << s[i];
+    std::istringstream is(os.str());
+    is.imbue(std::locale::classic());
+    std::mt19937_64 engine;
+    is >> engine;
+    if (is.fail() || !(is >> std::ws).eof())
+      fail<value_error>(who, "engine words", "a std::mt19937_64 state from Generator::state() of this build",
+                        std::to_string(s.size() - 2) + " words that do not form one");
+    engine_ = engine;
+    std::memcpy(&spare_, &s[s.size() - 2], sizeof spare_);
+    has_spare_ = s.back() == 1;
+  }
 
  private:
   std::mt19937_64 engine_;
