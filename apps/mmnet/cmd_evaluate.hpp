@@ -26,6 +26,7 @@ struct EvaluateArgs {
 
 inline CLI::App* add_evaluate_command(CLI::App& app, EvaluateArgs& a) {
   auto* c = app.add_subcommand("evaluate", "Compare predicted label maps with the truth: per-case metrics and the means");
+  c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   c->add_option("--pred", a.pred, "Directory of predictions CASE.nii.gz (mmnet segment --out)")->required();
   c->add_option("--truth", a.truth, "Directory of true label maps CASE.nii.gz (e.g. DATA/labelsTs); every case is evaluated")->required();
   c->add_option("--csv", a.csv, "Also write the per-case rows to this CSV file");

@@ -22,6 +22,7 @@ struct PhantomArgs {
 
 inline CLI::App* add_phantom_command(CLI::App& app, PhantomArgs& a) {
   auto* c = app.add_subcommand("phantom", "Write a synthetic multi-modal head-phantom data set (MSD layout, T1/T2/CET1, lesion label)");
+  c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   c->add_option("--out", a.out, "Data set directory (dataset.json, imagesTr, labelsTr, imagesTs, labelsTs)")->required();
   c->add_option("--cases", a.cases, "Training cases (phantom_001 ...)")->capture_default_str();
   c->add_option("--test-cases", a.test_cases, "Held-out test cases with labelsTs (phantom_101 ...)")->capture_default_str();

@@ -38,6 +38,7 @@ struct SegmentArgs {
 
 inline CLI::App* add_segment_command(CLI::App& app, SegmentArgs& a) {
   auto* c = app.add_subcommand("segment", "Segment a data set split with a trained run; writes PRED/CASE.nii.gz in the input's geometry");
+  c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   c->add_option("--weights", a.weights, "Checkpoint of `mmnet train` (RUN/best.h5; RUN/config.json is read with it)")->required();
   c->add_option("--data", a.data, "Data set directory (dataset.json)")->required();
   c->add_option("--split", a.split, "train or test")->capture_default_str()->check(CLI::IsMember({"train", "test"}));

@@ -46,6 +46,7 @@ struct TrainArgs {
 
 inline CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
   auto* c = app.add_subcommand("train", "Train MMFNet on an MSD-layout data set; writes RUN/{best,last}.h5, log.csv, curves.svg, config.json");
+  c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   a.o_data = c->add_option("--data", a.data, "Data set directory (dataset.json; the training split is used)");
   a.o_model = c->add_option("--model", a.model, "Model (mmfnet)")->capture_default_str();
   a.o_config = c->add_option("--config", a.config, "Preset (small, tiny, paper, ...)")->capture_default_str()->check(CLI::IsMember(preset_names()));
