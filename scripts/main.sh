@@ -28,7 +28,7 @@ echo "== 1/4 phantom data set"
 "$mmnet" phantom --out "$out/data" --cases 10 --test-cases 4 --seed 7 --shape 16x64x64
 echo "== 2/4 train MMFNet (small)"
 "$mmnet" train --data "$out/data" --model mmfnet --config small --out "$out/run" \
-  --epochs 6 --iterations 20 --batch 2 --patch 16x48x48 --lr 3e-3 --val-fraction 0.2 --seed 0 "$@"
+  --epochs 8 --iterations 20 --batch 2 --patch 16x48x48 --lr 3e-3 --val-fraction 0.2 --seed 0 "$@"
 echo "== 3/4 segment the held-out test cases"
 "$mmnet" segment --weights "$out/run/best.h5" --data "$out/data" --split test --out "$out/pred" \
   --largest-component --png

@@ -35,7 +35,7 @@ namespace mmnet_cli {
 // Defaults = what scripts/main.sh runs.
 struct TrainArgs {
   std::string data, model = "mmfnet", config = "small", out, patch = "16x48x48", progress = "auto";
-  int epochs = 8, iterations = 25, batch = 2, threads = 0;
+  int epochs = 8, iterations = 20, batch = 2, threads = 0;
   double lr = 3e-3, val_fraction = 0.2;
   unsigned long long seed = 0;
   bool resume = false;
@@ -138,7 +138,7 @@ inline int run_train(TrainArgs a) {
     rc.lr = a.lr;
     rc.val_fraction = a.val_fraction;
     rc.seed = a.seed;
-    rc.data = a.data;
+    rc.data = fs::absolute(a.data).lexically_normal().string();  // --resume may run from another directory
   }
   const mmnet::MMFNetOptions mo = options_for(rc.model, rc.config);
   const index_t k = mo.size_multiple();
