@@ -32,9 +32,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the build tree (ctest runs in build/tests), one tree per backend's executable.
+// A fresh directory under the build tree (next to the fixture directory, wherever the test runs from), one
+// tree per backend's executable.
 std::string trainer_dir(const std::string& name) {
-  const fs::path p = fs::current_path() / ("trainer_test_tmp_" + std::string(Backend::name)) / name;
+  const fs::path p =
+      fs::absolute(fixture_dir()).parent_path() / ("trainer_test_tmp_" + std::string(Backend::name)) / name;
   fs::remove_all(p);
   fs::create_directories(p);
   return p.string();
