@@ -317,6 +317,28 @@ def case_pipeline():
     check(wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa),
           "train --resume: last.h5 weights bit-identical to the uninterrupted run's")
 
+    # Ctrl-C in the middle of an epoch: exit 130 with last.h5 saved; --resume then ends where a straight run ends.
+    import signal
+    run_c, run_d = os.path.join(WORK, "run_c"), os.path.join(WORK, "run_d")
+    long_args = ["--epochs", "1", "--iterations", "200"]
+    run(*train_args(data, run_c, *long_args))
+    p = subprocess.Popen([MMNET, *train_args(data, run_d, *long_args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=ENV, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in p.stdout:  # the signal goes once training runs (progress line at iteration 20)
+        if line.startswith("epoch 1/1 it 20/"):
+            p.send_signal(signal.SIGINT)
+            break
+    out, err = p.communicate(timeout=120)
+    check(p.returncode == 130 and "interrupted" in out and os.path.exists(os.path.join(run_d, "last.h5")),
+          f"train + SIGINT: exit 130, last.h5 saved (rc {p.returncode}, {err.strip()[-200:]})")
+    rc, out, err = run("train", "--out", run_d, "--resume")
+    check(rc == 0 and "resuming at epoch 1 iteration" in out and
+          [r[:5] for r in read_log(run_d)] == [r[:5] for r in read_log(run_c)],
+          f"train --resume after SIGINT mid-epoch: log.csv equals the uninterrupted run's ({err.strip()[-200:]})")
+    wc, wd = model_weights(os.path.join(run_c, "last.h5")), model_weights(os.path.join(run_d, "last.h5"))
+    check(wc.keys() == wd.keys() and all(np.array_equal(wc[k], wd[k]) for k in wc),
+          "train --resume after SIGINT mid-epoch: last.h5 weights bit-identical")
+
     pred = os.path.join(WORK, "pred")
     rc, out, err = run("segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--split", "test",
                        "--out", pred, "--png", "--tta", "--largest-component")
