@@ -5,8 +5,8 @@
 #                      validation Dice every epoch -> best.h5 / last.h5 / log.csv / curves.svg / config.json
 #   3. mmnet segment   the held-out test cases: sliding-window inference, threshold, largest component, uncrop
 #   4. mmnet evaluate  Dice / HD95 / ASSD per case and their means
-# Everything lands in $MMNET_OUT (default build-rel/main_job). Extra arguments go to `mmnet train` (a later option wins),
-# e.g. `bash scripts/main.sh --epochs 12`. Re-running starts from fresh data and a fresh run.
+# Everything lands in $MMNET_OUT (default build-rel/main_job). Extra arguments go to `mmnet train` (a later
+# option wins), e.g. `bash scripts/main.sh --epochs 12`. Re-running starts from fresh data and a fresh run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh

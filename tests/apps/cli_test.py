@@ -5,7 +5,8 @@
 
 Cases: info, forward, errors, bench, pipeline, pipeline_errors (default: all); weights (loads the file the example
 saves). pipeline: phantom -> train -> resume -> segment -> evaluate on tiny phantoms with the tiny config;
-pipeline_errors: bad data sets, checkpoints and predictions exit 2 with one line and leave no output behind. Each failure is printed; the exit status is the number of failures.
+pipeline_errors: bad data sets, checkpoints and predictions exit 2 with one line and leave no output behind.
+Each failure is printed; the exit status is the number of failures.
 """
 import os
 import subprocess
