@@ -24,6 +24,7 @@ inline const std::map<std::string, mmnet::MMFNetOptions (*)()>& mmfnet_presets()
   static const std::map<std::string, mmnet::MMFNetOptions (*)()> presets{
       {"paper", &mmnet::MMFNetOptions::paper},
       {"tiny", &mmnet::MMFNetOptions::tiny},
+      {"small", &mmnet::MMFNetOptions::small},
       {"single-modality", &mmnet::MMFNetOptions::single_modality},
       {"base-mmfnet", &mmnet::MMFNetOptions::base_mmfnet},
       {"multi-mlp", &mmnet::MMFNetOptions::multi_mlp},

@@ -10,6 +10,12 @@
 //   mmnet bench conv3d ... | mmnet bench train-step ...
 //       timings as JSON lines (apps/mmnet/bench.hpp; bench/compare.py compares them with PyTorch)
 //
+// The segmentation pipeline (docs/pipeline.md):
+//   mmnet phantom  --out DIR --cases N [--test-cases M] --seed S [--shape DxHxW]     (cmd_phantom.hpp)
+//   mmnet train    --data DIR --config small --out RUN [--epochs E] [--iterations I] ... [--resume]  (cmd_train.hpp)
+//   mmnet segment  --weights RUN/best.h5 --data DIR --split test --out PRED [--tta] [--png]  (cmd_segment.hpp)
+//   mmnet evaluate --pred PRED --truth DIR/labelsTs [--csv out.csv]                   (cmd_evaluate.hpp)
+//
 // Every failure (missing file or dataset, wrong rank or channel count, weights that do not fit, bad option)
 // is one line on stderr and exit code 2.
 #include <CLI/CLI.hpp>
@@ -27,6 +33,10 @@
 
 #include "bench.hpp"
 #include "cli_common.hpp"
+#include "cmd_evaluate.hpp"
+#include "cmd_phantom.hpp"
+#include "cmd_segment.hpp"
+#include "cmd_train.hpp"
 
 namespace {
 
@@ -195,6 +205,15 @@ int main(int argc, char** argv) {
   BenchTrainArgs bta;
   const BenchCommands bench = add_bench_commands(app, bca, bta);
 
+  PhantomArgs pha;
+  TrainArgs tra;
+  SegmentArgs sga;
+  EvaluateArgs eva;
+  auto* phantom = add_phantom_command(app, pha);
+  auto* train = add_train_command(app, tra);
+  auto* segment = add_segment_command(app, sga);
+  auto* evaluate = add_evaluate_command(app, eva);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -209,6 +228,10 @@ int main(int argc, char** argv) {
     if (*info) return run_info(info_model, info_config, info_shape);
     if (*bench.conv3d) return run_bench_conv3d(bca);
     if (*bench.train_step) return run_bench_train_step(bta);
+    if (*phantom) return run_phantom(pha);
+    if (*train) return run_train(tra);
+    if (*segment) return run_segment(sga);
+    if (*evaluate) return run_evaluate(eva);
     return run_forward(fa);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mmnet: %s\n", one_line(e.what()).c_str());

@@ -3,7 +3,10 @@
     cli_test.py <path to bin/mmnet> <work dir> [case ...]
     cli_test.py <path to bin/mmnet> <work dir> weights <path to examples/mmfnet_train_tiny>
 
-Cases: info, forward, errors, bench (default: all); weights (loads the file the example saves). Each failure is printed; the exit status is the number of failures.
+Cases: info, forward, errors, bench, pipeline, pipeline_errors (default: all); weights (loads the file the example
+saves). pipeline: phantom -> train -> resume -> segment -> evaluate on tiny phantoms with the tiny config;
+pipeline_errors: bad data sets, checkpoints and predictions exit 2 with one line and leave no output behind.
+Each failure is printed; the exit status is the number of failures.
 """
 import os
 import subprocess
@@ -22,8 +25,12 @@ def check(cond, what):
         failures.append(what)
 
 
+# Passive OpenMP waiting: on a shared, oversubscribed machine spinning threads make training several times slower.
+ENV = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "passive"))
+
+
 def run(*args):
-    p = subprocess.run([MMNET, *args], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([MMNET, *args], capture_output=True, text=True, timeout=300, env=ENV)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -204,7 +211,266 @@ def case_bench():
         one_line_error(["bench", *args], f"bench {what}")
 
 
-cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "bench": case_bench}
+
+# ---- the segmentation pipeline: phantom -> train -> resume -> segment -> evaluate ---------------------------------
+
+import gzip
+import json
+import re
+import shutil
+import struct
+
+
+def read_nifti(path):
+    """A minimal NIfTI-1 reader (single file, little-endian): the header fields that fix the geometry and the data."""
+    raw = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
+    assert struct.unpack_from("<i", raw, 0)[0] == 348, f"{path}: not a little-endian NIfTI-1 file"
+    dim = struct.unpack_from("<8h", raw, 40)
+    datatype = struct.unpack_from("<h", raw, 70)[0]
+    pixdim = struct.unpack_from("<8f", raw, 76)
+    vox_offset = int(struct.unpack_from("<f", raw, 108)[0])
+    qform_code, sform_code = struct.unpack_from("<2h", raw, 252)
+    quatern = struct.unpack_from("<6f", raw, 256)
+    srow = struct.unpack_from("<12f", raw, 280)
+    dims = dim[1:1 + dim[0]]
+    dtype = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64}[datatype]
+    n = int(np.prod(dims))
+    data = np.frombuffer(raw, dtype=dtype, count=n, offset=vox_offset)
+    geometry = {"dims": dims, "pixdim": pixdim[1:1 + dim[0]], "qform_code": qform_code, "sform_code": sform_code,
+                "quatern": quatern, "srow": srow}
+    return geometry, data, datatype, raw, vox_offset
+
+
+def patch_nifti(src, dst, change):
+    """Copies a NIfTI file, letting change(data) edit a writable copy of its voxels (same data type)."""
+    geometry, data, datatype, raw, off = read_nifti(src)
+    data = data.copy()
+    change(data)
+    out = raw[:off] + data.tobytes() + raw[off + data.nbytes:]
+    with gzip.open(dst, "wb") as f:
+        f.write(out)
+
+
+T_SHAPE, T_PATCH = "12x24x20", "8x16x16"  # tiny phantoms (axes all different), tiny-config patches
+
+
+def train_args(data, out, *extra):
+    return ["train", "--data", data, "--config", "tiny", "--out", out, "--patch", T_PATCH, "--batch", "2",
+            "--iterations", "2", "--seed", "5", "--progress", "lines", *extra]
+
+
+def read_log(run_dir):
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        return [line.strip().split(",") for line in f.read().strip().splitlines()]
+
+
+def model_weights(path):
+    with h5py.File(path, "r") as f:
+        out = {}
+        f["model"].visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
+        return out
+
+
+def case_pipeline():
+    data = os.path.join(WORK, "data")
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    for sub in ("phantom", "train", "segment", "evaluate"):
+        rc, out, err = run(sub, "--help")
+        check(rc == 0 and "--" in out and len(out.splitlines()) > 3, f"{sub} --help: exit 0 and the options")
+    rc, out, err = run("phantom", "--out", data, "--cases", "4", "--test-cases", "2", "--seed", "3", "--shape", T_SHAPE)
+    check(rc == 0, f"phantom: exit 0 ({err.strip()})")
+    with open(os.path.join(data, "dataset.json")) as f:
+        ds = json.load(f)
+    check(ds["numTraining"] == 4 and ds["numTest"] == 2 and ds["modality"] == {"0": "T1", "1": "T2", "2": "CET1"},
+          "phantom: dataset.json lists 4 training and 2 test cases, modalities T1 T2 CET1")
+    tests = [os.path.basename(t)[:-len(".nii.gz")] for t in ds["test"]]
+    for t in tests:
+        check(os.path.exists(os.path.join(data, "labelsTs", t + ".nii.gz")) and
+              all(os.path.exists(os.path.join(data, "imagesTs", f"{t}_{m:04d}.nii.gz")) for m in range(3)),
+              f"phantom: imagesTs and labelsTs of {t}")
+    g, _, _, _, _ = read_nifti(os.path.join(data, "imagesTr", "phantom_001_0000.nii.gz"))
+    check(g["dims"] == (20, 24, 12), f"phantom: --shape 12x24x20 is (D, H, W): NIfTI dims (20, 24, 12) (got {g['dims']})")
+
+    # Two epochs straight, and one epoch then --resume up to two: identical logs and weights.
+    run_a, run_b = os.path.join(WORK, "run_a"), os.path.join(WORK, "run_b")
+    rc, out, err = run(*train_args(data, run_a, "--epochs", "2"))
+    check(rc == 0, f"train: exit 0 ({err.strip()[-300:]})")
+    for f in ("best.h5", "last.h5", "log.csv", "curves.svg", "config.json"):
+        check(os.path.exists(os.path.join(run_a, f)), f"train: RUN/{f} written")
+    check("epoch 2/2" in out and "val dice" in out, "train: progress lines with the validation Dice")
+    with open(os.path.join(run_a, "config.json")) as f:
+        cfg = json.load(f)
+    check(cfg["model"] == "mmfnet" and cfg["config"] == "tiny" and cfg["patch"] == [8, 16, 16] and
+          cfg["normalization"]["clips"] == [[-2, 1], [-3, 2], [-2, 3.5]] and len(cfg["val_cases"]) == 1,
+          f"train: config.json holds model, config, patch, clips, the validation case ({cfg})")
+    log_a = read_log(run_a)
+    check(len(log_a) == 3 and log_a[0][:5] == ["epoch", "iteration", "train_loss", "val_loss", "val_dice"],
+          f"train: log.csv has a header and 2 epochs ({log_a})")
+    rc, out, err = run(*train_args(data, run_b, "--epochs", "1"))
+    check(rc == 0 and len(read_log(run_b)) == 2, f"train --epochs 1: exit 0, one epoch ({err.strip()[-200:]})")
+    rc, out, err = run("train", "--out", run_b, "--resume", "--epochs", "2", "--progress", "lines")
+    log_b = read_log(run_b)
+    check(rc == 0 and "resuming at epoch 2" in out, f"train --resume: exit 0, continues at epoch 2 ({err.strip()[-200:]})")
+    check([r[:5] for r in log_b] == [r[:5] for r in log_a],
+          "train --resume: log.csv equals the uninterrupted run's (losses, validation Dice)")
+    wa, wb = model_weights(os.path.join(run_a, "last.h5")), model_weights(os.path.join(run_b, "last.h5"))
+    check(wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa),
+          "train --resume: last.h5 weights bit-identical to the uninterrupted run's")
+
+    # Ctrl-C in the middle of an epoch: exit 130 with last.h5 saved; --resume then ends where a straight run ends.
+    import signal
+    run_c, run_d = os.path.join(WORK, "run_c"), os.path.join(WORK, "run_d")
+    long_args = ["--epochs", "1", "--iterations", "200"]
+    run(*train_args(data, run_c, *long_args))
+    p = subprocess.Popen([MMNET, *train_args(data, run_d, *long_args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=ENV, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in p.stdout:  # the signal goes once training runs (progress line at iteration 20)
+        if line.startswith("epoch 1/1 it 20/"):
+            p.send_signal(signal.SIGINT)
+            break
+    out, err = p.communicate(timeout=120)
+    check(p.returncode == 130 and "interrupted" in out and os.path.exists(os.path.join(run_d, "last.h5")),
+          f"train + SIGINT: exit 130, last.h5 saved (rc {p.returncode}, {err.strip()[-200:]})")
+    rc, out, err = run("train", "--out", run_d, "--resume")
+    check(rc == 0 and "resuming at epoch 1 iteration" in out and
+          [r[:5] for r in read_log(run_d)] == [r[:5] for r in read_log(run_c)],
+          f"train --resume after SIGINT mid-epoch: log.csv equals the uninterrupted run's ({err.strip()[-200:]})")
+    wc, wd = model_weights(os.path.join(run_c, "last.h5")), model_weights(os.path.join(run_d, "last.h5"))
+    check(wc.keys() == wd.keys() and all(np.array_equal(wc[k], wd[k]) for k in wc),
+          "train --resume after SIGINT mid-epoch: last.h5 weights bit-identical")
+
+    pred = os.path.join(WORK, "pred")
+    rc, out, err = run("segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--split", "test",
+                       "--out", pred, "--png", "--tta", "--largest-component")
+    check(rc == 0, f"segment: exit 0 ({err.strip()[-300:]})")
+    for t in tests:
+        p = os.path.join(pred, t + ".nii.gz")
+        check(os.path.exists(p) and os.path.exists(os.path.join(pred, t + ".png")), f"segment: {t}.nii.gz and {t}.png")
+        if not os.path.exists(p):
+            continue
+        gp, vp, dt, _, _ = read_nifti(p)
+        gi, _, _, _, _ = read_nifti(os.path.join(data, "imagesTs", t + "_0000.nii.gz"))
+        check(gp == gi, f"segment: {t} has the input's geometry (dims, pixdim, qform, sform): {gp == gi}")
+        check(dt == 2 and set(np.unique(vp)) <= {0, 1}, f"segment: {t} uint8 labels 0/1")
+        with open(os.path.join(pred, t + ".png"), "rb") as f:
+            check(f.read(8) == b"\x89PNG\r\n\x1a\n", f"segment: {t}.png is a PNG")
+
+    csv = os.path.join(WORK, "eval.csv")
+    rc, out, err = run("evaluate", "--pred", pred, "--truth", os.path.join(data, "labelsTs"), "--csv", csv)
+    lines = out.strip().splitlines()
+    num = r"([0-9]+\.[0-9]+|nan)"
+    check(rc == 0 and bool(lines) and re.fullmatch(f"mean dice: {num}  mean hd95: {num}  mean assd: {num}", lines[-1]),
+          f"evaluate: last line 'mean dice: X  mean hd95: Y  mean assd: Z' ({lines[-1:]}, {err.strip()})")
+    with open(csv) as f:
+        rows = f.read().strip().splitlines()
+    check(rows[0] == "case,dice,iou,precision,recall,hd_mm,hd95_mm,assd_mm,nsd" and
+          [r.split(",")[0] for r in rows[1:]] == tests, f"evaluate --csv: a header and one row per case ({rows})")
+    # Perfect predictions: the truth itself gives Dice 1 and zero distances.
+    rc, out, err = run("evaluate", "--pred", os.path.join(data, "labelsTs"), "--truth", os.path.join(data, "labelsTs"))
+    check(rc == 0 and out.strip().splitlines()[-1] == "mean dice: 1.0000  mean hd95: 0.0000  mean assd: 0.0000",
+          f"evaluate: the truth against itself ({out.strip().splitlines()[-1:]})")
+
+
+def expect_error(args, what, *must_contain, absent=()):
+    msg = one_line_error(args, what)
+    for s in must_contain:
+        check(s in msg, f"{what}: the message names {s!r} ({msg})")
+    for p in absent:
+        check(not os.path.exists(p), f"{what}: no output left behind ({p})")
+    return msg
+
+
+def case_pipeline_errors():
+    base = os.path.join(WORK, "base")
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    rc, _, err = run("phantom", "--out", base, "--cases", "3", "--test-cases", "1", "--seed", "9", "--shape", T_SHAPE)
+    check(rc == 0, f"phantom: exit 0 ({err.strip()})")
+    run_t = os.path.join(WORK, "run_tiny")
+    rc, _, err = run(*train_args(base, run_t, "--epochs", "1", "--iterations", "1"))
+    check(rc == 0, f"train: exit 0 ({err.strip()[-200:]})")
+
+    def variant(name, edit):
+        d = os.path.join(WORK, name)
+        shutil.copytree(base, d)
+        edit(d)
+        return d
+
+    out = os.path.join(WORK, "out")
+    # phantom
+    expect_error(["phantom", "--out", base, "--cases", "2", "--seed", "1"], "phantom into an existing data set", base)
+    expect_error(["phantom", "--out", out, "--cases", "0", "--seed", "1"], "phantom --cases 0", "--cases", absent=[out])
+    expect_error(["phantom", "--out", out, "--cases", "2", "--seed", "1", "--shape", "4x8"], "phantom --shape 4x8",
+                 absent=[out])
+    # train: bad paths and data
+    expect_error(train_args(os.path.join(WORK, "nowhere"), out, "--epochs", "1"), "train --data missing", "nowhere",
+                 absent=[out])
+    missing = variant("missing_modality", lambda d: os.remove(os.path.join(d, "imagesTr", "phantom_002_0001.nii.gz")))
+    expect_error(train_args(missing, out, "--epochs", "1"), "train: a missing modality file", "phantom_002_0001.nii.gz",
+                 absent=[out])
+    nan = variant("nan", lambda d: patch_nifti(os.path.join(base, "imagesTr", "phantom_001_0002.nii.gz"),
+                                               os.path.join(d, "imagesTr", "phantom_001_0002.nii.gz"),
+                                               lambda x: x.__setitem__(17, np.nan)))
+    expect_error(train_args(nan, out, "--epochs", "1"), "train: NaN intensities", "phantom_001_0002.nii.gz", absent=[out])
+    lab = variant("bad_label", lambda d: patch_nifti(os.path.join(base, "labelsTr", "phantom_003.nii.gz"),
+                                                     os.path.join(d, "labelsTr", "phantom_003.nii.gz"),
+                                                     lambda x: x.__setitem__(5, 3)))
+    expect_error(train_args(lab, out, "--epochs", "1"), "train: label value 3", "phantom_003.nii.gz", absent=[out])
+    expect_error(train_args(base, out, "--epochs", "1", "--patch", "6x16x16"), "train: patch not a multiple of 4",
+                 "--patch", absent=[out])
+    expect_error(train_args(base, out, "--epochs", "1", "--config", "huge"), "train: unknown config", absent=[out])
+    expect_error(["train", "--out", out, "--resume"], "train --resume without a run", "last.h5", absent=[out])
+    expect_error(["train", "--out", run_t, "--resume", "--config", "small"], "train --resume with another --config",
+                 "config.json")
+    expect_error(train_args(base, run_t, "--epochs", "1"), "train into an existing run", "--resume")
+    # segment
+    pred = os.path.join(WORK, "pred")
+    expect_error(["segment", "--weights", os.path.join(WORK, "none.h5"), "--data", base, "--out", pred],
+                 "segment: missing weights", "none.h5", absent=[pred])
+    other = os.path.join(WORK, "run_other")
+    os.makedirs(other)
+    shutil.copy(os.path.join(run_t, "best.h5"), other)
+    with open(os.path.join(run_t, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["config"] = "small"
+    with open(os.path.join(other, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    expect_error(["segment", "--weights", os.path.join(other, "best.h5"), "--data", base, "--out", pred],
+                 "segment: a checkpoint of another config", "mmfnet-tiny", absent=[pred])
+    os.remove(os.path.join(other, "config.json"))
+    expect_error(["segment", "--weights", os.path.join(other, "best.h5"), "--data", base, "--out", pred],
+                 "segment: no config.json next to the weights", "config.json", absent=[pred])
+    nan_ts = variant("nan_test", lambda d: patch_nifti(os.path.join(base, "imagesTs", "phantom_101_0000.nii.gz"),
+                                                       os.path.join(d, "imagesTs", "phantom_101_0000.nii.gz"),
+                                                       lambda x: x.__setitem__(3, np.inf)))
+    expect_error(["segment", "--weights", os.path.join(run_t, "best.h5"), "--data", nan_ts, "--out", pred],
+                 "segment: infinite intensities", "phantom_101_0000.nii.gz", absent=[pred])
+    # evaluate
+    rc, _, err = run("segment", "--weights", os.path.join(run_t, "best.h5"), "--data", base, "--out", pred)
+    check(rc == 0, f"segment: exit 0 ({err.strip()[-200:]})")
+    csv = os.path.join(WORK, "e.csv")
+    truth = os.path.join(base, "labelsTs")
+    empty = os.path.join(WORK, "empty_pred")
+    os.makedirs(empty)
+    expect_error(["evaluate", "--pred", empty, "--truth", truth, "--csv", csv], "evaluate: a missing prediction",
+                 "phantom_101", absent=[csv])
+    small = os.path.join(WORK, "small")
+    rc, _, _ = run("phantom", "--out", small, "--cases", "1", "--test-cases", "1", "--seed", "9", "--shape", "8x24x20")
+    expect_error(["evaluate", "--pred", os.path.join(small, "labelsTs"), "--truth", truth, "--csv", csv],
+                 "evaluate: mismatched geometry", "phantom_101", "dims", absent=[csv])
+    bad = os.path.join(WORK, "bad_truth")
+    os.makedirs(bad)
+    patch_nifti(os.path.join(truth, "phantom_101.nii.gz"), os.path.join(bad, "phantom_101.nii.gz"),
+                lambda x: x.__setitem__(0, 7))
+    expect_error(["evaluate", "--pred", pred, "--truth", bad, "--csv", csv], "evaluate: truth label 7",
+                 "phantom_101.nii.gz", "7", absent=[csv])
+    expect_error(["evaluate", "--pred", pred, "--truth", os.path.join(WORK, "nowhere")], "evaluate: missing --truth dir",
+                 "nowhere")
+
+
+cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "bench": case_bench,
+         "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors}
 os.makedirs(WORK, exist_ok=True)
 if sys.argv[3:4] == ["weights"]:
     case_weights(sys.argv[4])

@@ -3,6 +3,7 @@
 //
 //   MMFNetOptions::paper()              M 3, levels (8, 16, 32, 64), bottleneck 64, r 12, all pools, separate MLPs
 //   MMFNetOptions::tiny()               spec §8 mmfnet-tiny: levels (4, 8), bottleneck 8, r 4
+//   MMFNetOptions::small()              levels (8, 16, 32), bottleneck 32: trains on a CPU in minutes (the CLI's main job)
 //   MMFNetOptions::single_modality()    one encoder, the skips go to the decoder unfused (self-transfer pre-training)
 //   MMFNetOptions::base_mmfnet()        one shared MLP, avg + max pools in both attention branches
 //   MMFNetOptions::multi_mlp()          separate MLPs, avg + max, no std anywhere
@@ -41,6 +42,7 @@ class MMFNetOptions {
 
   static MMFNetOptions paper() { return MMFNetOptions(3); }
   static MMFNetOptions tiny() { return paper().level_channels({4, 8}).bottleneck_channels(8).reduction(4); }
+  static MMFNetOptions small() { return paper().level_channels({8, 16, 32}).bottleneck_channels(32); }
   static MMFNetOptions single_modality() { return paper().modalities(1).fusion(MMFNetFusion::merge); }
   static MMFNetOptions base_mmfnet() {
     return paper().shared_mlp(true).channel_pools({Pool::avg, Pool::max}).spatial_pools({Pool::avg, Pool::max});

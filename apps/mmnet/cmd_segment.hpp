@@ -1,0 +1,170 @@
+// apps/mmnet/cmd_segment.hpp: `mmnet segment`: a trained run's model on a split of a data set. The model is rebuilt
+// from config.json next to the weights (a checkpoint of another model or config is refused), each case gets the
+// training preprocessing (T1 body box, body z-score with the clips, crop), Gaussian sliding-window inference with
+// the training patch as the window (optional mirror TTA over H and W, the augmented axes), threshold 0.5,
+// optional largest connected component, then the crop is undone and PRED/CASE.nii.gz is written with the case's
+// reference header (same geometry as the input). --png adds PRED/CASE.png: the CET1 slice through the middle of
+// the predicted lesion (the volume's middle slice when nothing is predicted), prediction red, truth outline green.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <mmnet/core/parallel.hpp>
+#include <mmnet/data/crop.hpp>
+#include <mmnet/data/dataset.hpp>
+#include <mmnet/inference/postprocess.hpp>
+#include <mmnet/inference/sliding_window.hpp>
+#include <mmnet/io/checkpoint.hpp>
+#include <mmnet/mmfnet.hpp>
+
+#include "cli_common.hpp"
+#include "pipeline.hpp"
+#include "png.hpp"
+
+namespace mmnet_cli {
+
+struct SegmentArgs {
+  std::string weights, data, split = "test", out;
+  double overlap = 0.5;
+  bool tta = false, png = false, largest = false;
+  int threads = 0;
+};
+
+inline CLI::App* add_segment_command(CLI::App& app, SegmentArgs& a) {
+  auto* c = app.add_subcommand("segment", "Segment a data set split with a trained run; writes PRED/CASE.nii.gz in the input's geometry");
+  c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
+  c->add_option("--weights", a.weights, "Checkpoint of `mmnet train` (RUN/best.h5; RUN/config.json is read with it)")->required();
+  c->add_option("--data", a.data, "Data set directory (dataset.json)")->required();
+  c->add_option("--split", a.split, "train or test")->capture_default_str()->check(CLI::IsMember({"train", "test"}));
+  c->add_option("--out", a.out, "Output directory for CASE.nii.gz (and CASE.png)")->required();
+  c->add_option("--overlap", a.overlap, "Sliding-window overlap in [0, 1)")->capture_default_str();
+  c->add_flag("--tta", a.tta, "Mirror test-time augmentation over H and W (4 network calls per window)");
+  c->add_flag("--largest-component", a.largest, "Keep only the largest connected component (26-connectivity)");
+  c->add_flag("--png", a.png, "Also write a mid-lesion CET1 slice with the prediction overlaid, CASE.png");
+  c->add_option("--threads", a.threads, "Threads (0: OpenMP's default)")->capture_default_str();
+  return c;
+}
+
+namespace segment_detail {
+
+// The axial slice through the middle of the predicted foreground (the volume's middle when there is none).
+inline index_t overlay_slice(const mmnet::data::LabelMap& pred) {
+  const mmnet::data::Box b = mmnet::data::bounding_box(pred);
+  return b.empty() ? pred.depth / 2 : (b.begin[0] + b.end[0] - 1) / 2;
+}
+
+inline void write_overlay(const std::string& path, const PreparedCase& c, const mmnet::data::LabelMap& pred,
+                          const std::optional<mmnet::data::LabelMap>& truth, const RunConfig& rc) {
+  const auto& img = c.full_image;
+  const index_t ch = img.channels >= 3 ? 2 : 0;  // CET1 when there are three modalities
+  const double lo = rc.clips[static_cast<std::size_t>(ch)][0], hi = rc.clips[static_cast<std::size_t>(ch)][1];
+  const index_t z = overlay_slice(pred), H = img.height, W = img.width, s = 3;  // 3x nearest upscaling
+  std::vector<std::uint8_t> rgb(static_cast<std::size_t>(H * s * W * s * 3));
+  auto on = [&](const mmnet::data::LabelMap& m, index_t y, index_t x) {
+    return y >= 0 && y < H && x >= 0 && x < W && m.at(z, y, x) != 0;
+  };
+  for (index_t y = 0; y < H; ++y)
+    for (index_t x = 0; x < W; ++x) {
+      const double v = std::clamp((img.at(ch, z, y, x) - lo) / (hi - lo), 0.0, 1.0) * 255.0;
+      double r = v, g = v, b = v;
+      if (on(pred, y, x)) r = 0.5 * v + 127.5, g = 0.5 * v, b = 0.5 * v;
+      if (truth && on(*truth, y, x) &&
+          !(on(*truth, y - 1, x) && on(*truth, y + 1, x) && on(*truth, y, x - 1) && on(*truth, y, x + 1)))
+        r = 0, g = 255, b = 0;
+      for (index_t dy = 0; dy < s; ++dy)
+        for (index_t dx = 0; dx < s; ++dx) {
+          const std::size_t o = static_cast<std::size_t>(((y * s + dy) * W * s + x * s + dx) * 3);
+          rgb[o] = static_cast<std::uint8_t>(r);
+          rgb[o + 1] = static_cast<std::uint8_t>(g);
+          rgb[o + 2] = static_cast<std::uint8_t>(b);
+        }
+    }
+  write_png_rgb(path, static_cast<int>(W * s), static_cast<int>(H * s), rgb);
+}
+
+}  // namespace segment_detail
+
+inline int run_segment(const SegmentArgs& a) {
+  using namespace segment_detail;
+  if (a.threads < 0) throw cli_error("--threads: expected >= 0, got " + std::to_string(a.threads));
+  if (a.threads > 0) mmnet::set_num_threads(a.threads);
+  if (!(a.overlap >= 0 && a.overlap < 1)) throw cli_error("--overlap: expected a value in [0, 1), got " + fmt(a.overlap, 4));
+  std::error_code ec;
+  if (!fs::exists(a.weights, ec)) throw cli_error(a.weights + ": no such checkpoint (--weights)");
+  const std::string config_path = join_path(fs::path(a.weights).parent_path().string(), "config.json");
+  const RunConfig rc = RunConfig::read(config_path);
+  const mmnet::MMFNetOptions mo = options_for(rc.model, rc.config);
+  if (static_cast<index_t>(rc.modalities.size()) != mo.modalities())
+    throw cli_error(config_path + ": " + std::to_string(rc.modalities.size()) + " modalities for mmfnet " + rc.config);
+
+  // The weights must be this run's model: the checkpoint's model name and every tensor shape.
+  const mmnet::io::Checkpoint ck = mmnet::io::read_checkpoint(a.weights);
+  if (!ck.model_name.empty() && ck.model_name != rc.checkpoint_name())
+    throw cli_error(a.weights + ": a checkpoint of " + ck.model_name + ", but " + config_path + " describes " +
+                    rc.checkpoint_name());
+  mmnet::MMFNet<float, mmnet::cpu> net(mo);
+  try {
+    net.load_state_dict(ck.model, /*strict=*/true);
+  } catch (const mmnet::error& e) {
+    throw cli_error(a.weights + ": does not fit mmfnet " + rc.config + " (" + e.what() + ")");
+  }
+  net.eval();
+
+  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
+  check_dataset_fits(ds, mo.modalities(), "the model of " + config_path);
+  for (std::size_t m = 0; m < rc.modalities.size(); ++m)
+    if (ds.modalities[m] != rc.modalities[m])
+      throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
+                      "; the run was trained with " + rc.modalities[m]);
+  const auto& cases = ds.cases(a.split);
+  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
+
+  auto sw = mmnet::inference::SlidingWindowOptions({rc.patch[0], rc.patch[1], rc.patch[2]})
+                .overlap(a.overlap).mode(mmnet::inference::BlendMode::gaussian);
+  if (a.tta) sw.mirror_axes({1, 2});
+  auto post = mmnet::inference::PostprocessOptions::threshold(0.5);
+  if (a.largest) post.component_filter(mmnet::inference::keep_largest_component(26));
+  const auto norm = rc.normalize_options();
+
+  OutputGuard guard;
+  guard.make_dir(a.out);
+  std::printf("segment: mmfnet %s from %s, %zu %s cases of %s, window %s, overlap %s, gaussian%s%s\n", rc.config.c_str(),
+              a.weights.c_str(), cases.size(), a.split.c_str(), a.data.c_str(), shape_str(rc.patch).c_str(),
+              fmt(a.overlap, 2).c_str(), a.tta ? ", mirror TTA (H, W)" : "", a.largest ? ", largest component" : "");
+  std::fflush(stdout);
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const PreparedCase c = prepare_case(mmnet::data::load_case(ds, cases[i]), norm, a.png);
+    const auto probs = mmnet::inference::sliding_window_inference<mmnet::cpu, float>(
+        c.image, [&](const mmnet::Tensor<float, mmnet::cpu>& x) { return net.forward(x); }, sw);
+    const mmnet::data::LabelMap cropped = mmnet::inference::to_label_map(probs, post);
+    const mmnet::data::LabelMap full = mmnet::data::uncrop(cropped, c.box, c.depth, c.height, c.width);
+    const std::string path = join_path(a.out, c.name + ".nii.gz");
+    guard.add(path);
+    mmnet::data::write_label_map(path, full, c.reference);
+    std::int64_t fg = 0;
+    for (auto v : full.data) fg += v != 0;
+    if (a.png) {
+      std::optional<mmnet::data::LabelMap> truth;
+      if (c.label) truth = mmnet::data::uncrop(*c.label, c.box, c.depth, c.height, c.width);
+      const std::string png = join_path(a.out, c.name + ".png");
+      guard.add(png);
+      write_overlay(png, c, full, truth, rc);
+    }
+    const double voxel_ml = full.spacing[0] * full.spacing[1] * full.spacing[2] / 1000.0;
+    std::printf("segment: [%zu/%zu] %s: %lld foreground voxels (%s ml), %.1f s -> %s\n", i + 1, cases.size(), c.name.c_str(),
+                static_cast<long long>(fg), fmt(fg * voxel_ml, 2).c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), path.c_str());
+    std::fflush(stdout);
+  }
+  guard.commit();
+  return 0;
+}
+
+}  // namespace mmnet_cli
