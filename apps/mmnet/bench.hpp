@@ -279,6 +279,7 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
     const auto x = normal_tensor(xs, g);
     const auto y = bernoulli_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, 0.3, g);
     net.train();
+    net.release_activations_after_backward(true);  // as train::Trainer does (PyTorch frees saved tensors too)
     const Timing step = time_runs(a.repeats, [] {}, [&] {
       opt.zero_grad();
       loss = static_cast<double>(dice.forward(net.forward(x), y));

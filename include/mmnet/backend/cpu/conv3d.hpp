@@ -36,7 +36,7 @@ namespace mmnet::backend {
 namespace cpu_conv3d {
 
 template <class T>
-using buffer = std::vector<T, xsimd::aligned_allocator<T>>;
+using buffer = std::vector<T, backend::caching_allocator<T>>;  // reused across calls: no page faults per step
 
 // Work below this many multiply-adds stays on one thread.
 inline constexpr index_t parallel_work = index_t(1) << 16;

@@ -37,7 +37,7 @@ namespace mmnet::backend {
 namespace cpu_conv3d_weight {
 
 template <class T>
-using buffer = std::vector<T, xsimd::aligned_allocator<T>>;
+using buffer = std::vector<T, backend::caching_allocator<T>>;  // reused across calls: no page faults per step
 
 // A 64-byte aligned scratch array left uninitialised: the copies below write every element once (a std::vector
 // would zero it first, one more pass over what can be tens of MB).
