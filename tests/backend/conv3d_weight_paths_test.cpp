@@ -269,3 +269,14 @@ TEST_CASE_TEMPLATE("cpu bias gradient: long channels (several sum blocks) and sc
     check_vectors(db, db_ref, db_mag, "cpu channel sums, spatial " + std::to_string(spatial));
   }
 }
+
+// Regression: volumes of the size the pipeline trains on (e.g. the MMFNet spatial-attention conv 3 -> 1 at
+// 16 x 48 x 48, batch 2) gave wrong weight gradients (up to inf) and crashes at W = 96 / 128 through the
+// slab-packing path, which no smaller test reached. That path is disabled; these shapes stay under test.
+TEST_CASE_TEMPLATE("cpu weight gradient: pipeline-size volumes (N 2, D 16, H 48, W 40..128)", T, float, double) {
+  std::uint64_t seed = 9000;
+  for (index_t W : {40, 48, 96, 128})
+    for (index_t K : {1, 4})
+      compare_conv<T>(problem(2, 3, K, {16, 48, W}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}), seed += 4);
+  compare_conv<T>(problem(1, 3, 1, {16, 48, 48}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}), seed += 4);
+}
