@@ -25,25 +25,12 @@ namespace dataset_test {
 using namespace mmnet;
 using namespace mmnet::data;
 using mmnet::test::Backend;
+using mmnet::test::read_bytes;
+using mmnet::test::write_bytes;
 namespace fs = std::filesystem;
 using doctest::Contains;
 
-// One directory per process (the cpu, cuda_omp and cuda_nvcc executables may run at once), removed at exit.
-struct ScratchRoot {
-  fs::path dir = fs::path(mmnet::test::fixture_dir()) /
-                 (std::string("dataset_scratch_") + Backend::name + "_" + std::to_string(::getpid()));
-  ~ScratchRoot() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-inline std::string scratch(const std::string& name) {
-  static ScratchRoot root;
-  const fs::path d = root.dir / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
+inline std::string scratch(const std::string& name) { return mmnet::test::scratch_dir("dataset", name); }
 
 // Small anisotropic cases (D, H, W) = (6, 20, 18) with spacing (3, 1.2, 0.9) mm: all axes differ.
 inline PhantomOptions tiny() { return PhantomOptions().shape({6, 20, 18}).spacing({3.0, 1.2, 0.9}).lesion_radius(3.0, 5.0); }

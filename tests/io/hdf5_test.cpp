@@ -21,6 +21,9 @@ namespace hdf5_test {
 
 using namespace mmnet;
 using mmnet::test::Backend;
+using mmnet::test::files_in;
+using mmnet::test::read_bytes;
+using mmnet::test::write_bytes;
 namespace fs = std::filesystem;
 
 // ---- a mirror of tests/reference/io_ref.py's IoNet (Conv3d + BatchNorm3d blocks in a ModuleList) --------------
@@ -86,37 +89,7 @@ void randomize(Module<T, B>& m, std::uint64_t seed) {
 }
 
 // ---- files -------------------------------------------------------------------------------------------------
-// A fresh directory per test case under one directory per process (the cpu, cuda_omp and cuda_nvcc
-// executables may run at once), removed when the process ends.
-struct ScratchRoot {
-  fs::path dir = fs::path(mmnet::test::fixture_dir()) /
-                 (std::string("io_scratch_") + Backend::name + "_" + std::to_string(::getpid()));
-  ~ScratchRoot() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-inline std::string scratch(const std::string& name) {
-  static ScratchRoot root;
-  const fs::path d = root.dir / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-inline std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-inline void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-inline std::vector<std::string> files_in(const std::string& dir) {
-  std::vector<std::string> out;
-  for (auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
+inline std::string scratch(const std::string& name) { return mmnet::test::scratch_dir("io", name); }
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Runs f, which must throw E; checks that the message contains every part. Returns the message.

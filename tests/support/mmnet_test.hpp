@@ -15,11 +15,16 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include <mmnet/core/expanding_array.hpp>
 #include <mmnet/core/module.hpp>
@@ -51,6 +56,40 @@ inline std::string fixture_dir() {
 #else
   return "fixtures";
 #endif
+}
+
+// ---- scratch files ------------------------------------------------------------------------------------------
+// A fresh directory `group/name` under one directory per process (the cpu, cuda_omp and cuda_nvcc executables may
+// run at once), removed when the process ends.
+struct ScratchRoot {
+  std::filesystem::path dir = std::filesystem::path(fixture_dir()) /
+                              (std::string("scratch_") + Backend::name + "_" + std::to_string(::getpid()));
+  ~ScratchRoot() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+inline std::string scratch_dir(const std::string& group, const std::string& name) {
+  static ScratchRoot root;
+  const std::filesystem::path d = root.dir / group / name;
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
+}
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+// The names in dir, sorted.
+inline std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  for (auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 class Fixture {
