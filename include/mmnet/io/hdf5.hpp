@@ -49,6 +49,7 @@
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../core/state_dict.hpp"
+#include "atomic_file.hpp"
 
 namespace mmnet::io {
 
@@ -533,7 +534,7 @@ inline herr_t image_udata_free(void*) { return 0; }
 // Builds the whole file in memory (HDF5's core driver without backing store) and returns its bytes, so that
 // HDF5 itself never writes to disk. When a write inside HDF5 fails (disk full), H5Fclose fails too, the file
 // stays open inside the library, and HDF5 1.10 crashes at program exit trying to close it again; our own
-// write_image below just reports the error.
+// write_file_atomically just reports the error.
 //
 // attributes: the root string attributes, in order; the groups of grouped names are created on the way.
 inline std::vector<char> build_image(const std::string& path, const StateDict& sd,
@@ -590,37 +591,6 @@ inline std::vector<char> build_image(const std::string& path, const StateDict& s
   return std::move(b);
 }
 
-// Writes image to tmp (a new file) and fsyncs it; created tells the caller whether tmp exists now.
-inline void write_image(const std::string& path, const std::string& tmp, const std::vector<char>& image, bool& created) {
-  // O_EXCL: never clobber a file that happens to have the temporary name.
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0)
-    fail_file(path, "cannot create the temporary file " + tmp + ": " + std::strerror(errno) +
-                        " (directory missing or not writable?)");
-  created = true;
-  auto fail_errno = [&](const std::string& what, int err) {
-    ::close(fd);
-    const bool full = err == ENOSPC || err == EFBIG || err == EDQUOT;
-    fail_file(path, what + " " + tmp + ": " + std::strerror(err) + (full ? " (disk full?)" : ""));
-  };
-  std::size_t done = 0;
-  while (done < image.size()) {
-    const ssize_t w = ::write(fd, image.data() + done, image.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail_errno("cannot write", w < 0 ? errno : ENOSPC);
-    done += static_cast<std::size_t>(w);
-  }
-  // Without fsync a crash soon after the rename could leave an empty destination.
-  if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) fail_errno("cannot sync", errno);
-  if (::close(fd) != 0) fail_file(path, "cannot close " + tmp + ": " + std::strerror(errno));
-}
-
-inline std::string directory_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 // Every dataset of an open file, nested ones as "group/name", in file order.
 inline StateDict read_entries(hid_t file, const std::string& path) {
   StateDict sd;
@@ -635,28 +605,8 @@ inline void save_file(const std::string& path, const StateDict& sd, bool grouped
   if (path.empty()) throw io_error("mmnet::io::hdf5: empty file name");
   validate_for_writing(path, sd, grouped);
   const std::vector<char> image = build_image(path, sd, attributes);
-  static std::atomic<unsigned> counter{0};
-  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count() % 1000000;
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-                          std::to_string(stamp);
-  bool created = false;
-  try {
-    write_image(path, tmp, image, created);
-  } catch (...) {
-    if (created) std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    fail_file(path, "cannot rename " + tmp + " to the destination: " + std::strerror(err));
-  }
-  // Make the rename itself durable (best effort: not every file system syncs directories).
-  const int dfd = ::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  write_file_atomically(path, [&](FileSink& out) { out.write(image.data(), image.size()); },
+                        [&](const std::string& problem) { fail_file(path, problem); });
 }
 
 }  // namespace detail

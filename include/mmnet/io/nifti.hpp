@@ -64,6 +64,7 @@
 #include "../core/shape.hpp"
 #include "../core/tensor.hpp"
 #include "../data/volume.hpp"
+#include "atomic_file.hpp"
 
 namespace mmnet::io {
 
@@ -649,79 +650,36 @@ std::vector<unsigned char> encode(const std::string& path, const NiftiHeader& in
   return out;
 }
 
-// Writes bytes (gzip-compressed when gz) to a new file tmp and fsyncs it; created: whether tmp exists now.
-inline void write_tmp(const std::string& path, const std::string& tmp, const std::vector<unsigned char>& bytes, bool gz,
-                      bool& created) {
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0)
-    nifti_fail(path, "cannot create the temporary file " + tmp + ": " + std::strerror(errno) +
-                         " (directory missing or not writable?)");
-  created = true;
-  auto fail_errno = [&](const std::string& what, int err) {
-    ::close(fd);
-    const bool full = err == ENOSPC || err == EFBIG || err == EDQUOT;
-    nifti_fail(path, what + " " + tmp + ": " + std::strerror(err) + (full ? " (disk full?)" : ""));
-  };
-  if (gz) {
-    const int fd2 = ::dup(fd);
-    if (fd2 < 0) fail_errno("cannot duplicate the descriptor of", errno);
-    gzFile g = gzdopen(fd2, "wb1");
-    if (!g) {
-      ::close(fd2);
-      fail_errno("cannot start gzip compression of", ENOMEM);
-    }
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(bytes.size() - done, 1u << 30));
-      errno = 0;
-      const int w = gzwrite(g, bytes.data() + done, chunk);
-      if (w <= 0) {
-        const int err = errno ? errno : EIO;
-        gzclose_w(g);
-        fail_errno("cannot write", err);
-      }
-      done += static_cast<std::size_t>(w);
-    }
-    errno = 0;
-    if (gzclose_w(g) != Z_OK) fail_errno("cannot finish", errno ? errno : EIO);
-  } else {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) fail_errno("cannot write", w < 0 ? errno : ENOSPC);
-      done += static_cast<std::size_t>(w);
-    }
-  }
-  // Without fsync a crash soon after the rename could leave an empty destination.
-  if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) fail_errno("cannot sync", errno);
-  if (::close(fd) != 0) nifti_fail(path, "cannot close " + tmp + ": " + std::strerror(errno));
-}
-
+// Writes bytes (gzip-compressed when gz) atomically (io/atomic_file.hpp).
 inline void save_atomically(const std::string& path, const std::vector<unsigned char>& bytes, bool gz) {
-  static std::atomic<unsigned> counter{0};
-  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count() % 1000000;
-  const std::string tmp =
-      path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" + std::to_string(stamp);
-  bool created = false;
-  try {
-    write_tmp(path, tmp, bytes, gz, created);
-  } catch (...) {
-    if (created) std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    nifti_fail(path, "cannot rename " + tmp + " to the destination: " + std::strerror(err));
-  }
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  write_file_atomically(
+      path,
+      [&](FileSink& out) {
+        if (!gz) return out.write(bytes.data(), bytes.size());
+        // gzclose_w closes its descriptor: compress through a duplicate, the sink's own is synced after.
+        const int fd2 = ::dup(out.fd());
+        if (fd2 < 0) out.fail_errno("cannot duplicate the descriptor of", errno);
+        gzFile g = gzdopen(fd2, "wb1");
+        if (!g) {
+          ::close(fd2);
+          out.fail_errno("cannot start gzip compression of", ENOMEM);
+        }
+        std::size_t done = 0;
+        while (done < bytes.size()) {
+          const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(bytes.size() - done, 1u << 30));
+          errno = 0;
+          const int w = gzwrite(g, bytes.data() + done, chunk);
+          if (w <= 0) {
+            const int err = errno ? errno : EIO;
+            gzclose_w(g);
+            out.fail_errno("cannot write", err);
+          }
+          done += static_cast<std::size_t>(w);
+        }
+        errno = 0;
+        if (gzclose_w(g) != Z_OK) out.fail_errno("cannot finish", errno ? errno : EIO);
+      },
+      [&](const std::string& problem) { nifti_fail(path, problem); });
 }
 
 }  // namespace detail

@@ -26,12 +26,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
-
-#if defined(_WIN32)
-#include <process.h>
-#else
-#include <unistd.h>
-#endif
+#include "../io/atomic_file.hpp"
 
 namespace mmnet::train {
 
@@ -65,28 +60,11 @@ inline std::string xml_escape(const std::string& s) {
   return out;
 }
 
-// Writes text to path through a temporary file in the same directory and a rename (atomic on POSIX).
+// Writes text to path atomically (io/atomic_file.hpp).
 inline void write_text_atomic(const std::string& path, const std::string& text) {
-#if defined(_WIN32)
-  const std::string tmp = path + ".tmp-" + std::to_string(_getpid());
-#else
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-#endif
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw io_error("mmnet::train: cannot write " + tmp);
-    f << text;
-    f.flush();
-    if (!f) {
-      f.close();
-      std::remove(tmp.c_str());
-      throw io_error("mmnet::train: writing " + tmp + " failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw io_error("mmnet::train: cannot rename " + tmp + " to " + path);
-  }
+  io::write_file_atomically(path, text, [&](const std::string& problem) {
+    throw io_error("mmnet::train: " + path + ": " + problem);
+  });
 }
 
 // Tick positions in [lo, hi]: multiples of a step of 1, 2 or 5 times a power of ten (at least min_step) giving
