@@ -4,6 +4,7 @@
 #include <mmnet/inference/postprocess.hpp>
 #include <mmnet/inference/sliding_window.hpp>
 #include <mmnet/layers/conv3d.hpp>
+#include <mmnet/layers/softmax.hpp>
 
 #include "../support/mmnet_test.hpp"
 
@@ -388,4 +389,172 @@ TEST_CASE("keep_largest_component: per label, 6- vs 26-connectivity, other label
   const auto labels =
       inference::to_label_map(probs, inference::PostprocessOptions::argmax().component_filter(inference::keep_largest_component(6)));
   CHECK(labels.data == with6.data);
+}
+
+// ---- nnU-Net v1 placement, Gaussian and mirror TTA (the reference re-implements nnU-Net's
+// SegmentationNetwork._internal_predict_3D_3Dconv_tiled; see tests/reference/sliding_window_ref.py) ----
+
+namespace {
+
+// nnU-Net's network for the fixture: a 3x3x3 Conv3d (padding 1) followed by the softmax nnU-Net applies
+// (inference_apply_nonlin), so the mirror TTA averages probabilities as nnU-Net does.
+template <class T>
+struct SoftmaxNet {
+  std::shared_ptr<nn::Conv3d<T, Backend>> conv;
+  std::shared_ptr<nn::Softmax<T, Backend>> softmax = std::make_shared<nn::Softmax<T, Backend>>();
+  index_t calls = 0;
+
+  explicit SoftmaxNet(const Fixture& fx) {
+    const auto& weight = fx.array("nnnet/weight");
+    conv = std::make_shared<nn::Conv3d<T, Backend>>(nn::Conv3dOptions(weight.shape[1], weight.shape[0], 3).padding(1));
+    conv->weight.value.assign(weight.data);
+    conv->bias.value.assign(fx.array("nnnet/bias").data);
+  }
+  Tensor<T, Backend> operator()(const Tensor<T, Backend>& x) {
+    ++calls;
+    return softmax->forward(conv->forward(x));
+  }
+};
+
+std::vector<index_t> as_indices(const HostArray& a) {
+  std::vector<index_t> v;
+  for (double d : a.data) v.push_back(static_cast<index_t>(d));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("SlidingWindowOptions::nnunet sets nnU-Net v1's placement, Gaussian, overlap and mirroring; MONAI is the default") {
+  const auto o = SlidingWindowOptions::nnunet({16, 24, 32});
+  CHECK(o.placement() == inference::WindowPlacement::nnunet);
+  CHECK(o.gaussian_style() == inference::GaussianStyle::nnunet);
+  CHECK(o.mode() == BlendMode::gaussian);
+  CHECK(o.overlap() == inference::Double3{0.5, 0.5, 0.5});
+  CHECK(o.sigma_scale() == inference::Double3{0.125, 0.125, 0.125});
+  CHECK(o.mirror_axes() == std::vector<int>{0, 1, 2});
+  CHECK(o.padding_value() == 0.0);
+  const SlidingWindowOptions d(4);
+  CHECK(d.placement() == inference::WindowPlacement::monai);
+  CHECK(d.gaussian_style() == inference::GaussianStyle::monai);
+  CHECK(std::string(to_string(inference::WindowPlacement::nnunet)) == "nnunet");
+  CHECK(std::string(to_string(inference::GaussianStyle::monai)) == "monai");
+}
+
+TEST_CASE("nnU-Net window placement matches _compute_steps_for_sliding_window") {
+  using inference::Index3;
+  // The spec's examples, written out.
+  const auto p193 = inference::plan_windows({193, 20, 40}, SlidingWindowOptions::nnunet({128, 16, 32}));
+  CHECK(p193.axis_starts[0] == std::vector<index_t>{0, 32, 65});  // 32.5 rounds half to even
+  CHECK(p193.scan_interval[0] == 33);
+  const auto p = inference::plan_windows({20, 30, 40}, SlidingWindowOptions::nnunet({16, 24, 32}));
+  CHECK(p.axis_starts[0] == std::vector<index_t>{0, 4});
+  CHECK(p.axis_starts[1] == std::vector<index_t>{0, 6});
+  CHECK(p.axis_starts[2] == std::vector<index_t>{0, 8});
+  CHECK(p.starts.size() == 8);
+  CHECK(p.starts[1] == Index3{0, 0, 8});  // D-major, W fastest
+  CHECK(p.starts[7] == Index3{4, 6, 8});
+  // size == patch: one window at 0; size < patch: padded to the patch (floor(d / 2) before), one window.
+  const auto eq = inference::plan_windows({16, 10, 7}, SlidingWindowOptions::nnunet({16, 24, 32}));
+  CHECK(eq.axis_starts[0] == std::vector<index_t>{0});
+  CHECK(eq.scan_interval[0] == 16);
+  CHECK(eq.padded_size == Index3{16, 24, 32});
+  CHECK(eq.pad_before == Index3{0, 7, 12});
+  CHECK(eq.starts.size() == 1);
+  // Every reference case, each along a different axis.
+  Fixture fx("sliding_window");
+  int n = 0;
+  for (int i = 0; fx.has("placement/" + std::to_string(i) + "/starts"); ++i, ++n) {
+    const std::string q = "placement/" + std::to_string(i) + "/";
+    const index_t size = static_cast<index_t>(fx.scalar(q + "size")), patch = static_cast<index_t>(fx.scalar(q + "patch"));
+    const int a = i % 3;
+    Index3 img{3, 4, 5}, roi{2, 3, 4};
+    img[static_cast<std::size_t>(a)] = size;
+    roi[static_cast<std::size_t>(a)] = patch;
+    const auto plan = inference::plan_windows(
+        img, SlidingWindowOptions({roi[0], roi[1], roi[2]}).placement(inference::WindowPlacement::nnunet).overlap(fx.scalar(q + "overlap")));
+    INFO(q << " size " << size << " patch " << patch);
+    CHECK(plan.axis_starts[static_cast<std::size_t>(a)] == as_indices(fx.array(q + "starts")));
+  }
+  CHECK(n >= 20);
+}
+
+TEST_CASE("nnU-Net Gaussian importance map equals _get_gaussian's float32 values") {
+  Fixture fx("sliding_window");
+  using inference::GaussianStyle;
+  int n = 0;
+  for (int i = 0; fx.has("gaussian/" + std::to_string(i) + "/map"); ++i, ++n) {
+    const std::string q = "gaussian/" + std::to_string(i) + "/";
+    const auto pa = as_indices(fx.array(q + "patch"));
+    const inference::Index3 roi{pa[0], pa[1], pa[2]};
+    const double s = fx.scalar(q + "sigma_scale");
+    const auto w = inference::importance_map(roi, BlendMode::gaussian, {s, s, s}, GaussianStyle::nnunet);
+    check_close(Tensor<double, Backend>::from_vector(Shape{roi[0], roi[1], roi[2]}, w), fx.array(q + "map"),
+                tol_output<double>(), "nnU-Net Gaussian " + q);
+    for (double v : w) CHECK(v == static_cast<double>(static_cast<float>(v)));  // float32 values
+  }
+  CHECK(n >= 5);
+  // MAML's 128^3 tile, sampled every (9, 7, 5): centre 1 at 64, corner exp(-8)^3 (e^-24), all float32.
+  const auto w = inference::importance_map({128, 128, 128}, BlendMode::gaussian, {0.125, 0.125, 0.125}, GaussianStyle::nnunet);
+  const auto at = [&](index_t z, index_t y, index_t x) { return w[static_cast<std::size_t>((z * 128 + y) * 128 + x)]; };
+  CHECK(at(64, 64, 64) == 1.0);
+  CHECK(at(0, 0, 0) == static_cast<double>(static_cast<float>(std::exp(-8.0) * std::exp(-8.0) * std::exp(-8.0))));
+  std::vector<double> sub;
+  for (index_t z = 0; z < 128; z += 9)
+    for (index_t y = 0; y < 128; y += 7)
+      for (index_t x = 0; x < 128; x += 5) sub.push_back(at(z, y, x));
+  const auto& ref = fx.array("gaussian128/sampled");
+  check_close(Tensor<double, Backend>::from_vector(Shape(ref.shape), sub), ref, tol_output<double>(), "nnU-Net Gaussian 128^3");
+  // The MONAI style is unchanged by the new parameter's default and differs (centre, clamp) from nnU-Net's.
+  CHECK(inference::importance_map({4, 5, 6}, BlendMode::gaussian) ==
+        inference::importance_map({4, 5, 6}, BlendMode::gaussian, {0.125, 0.125, 0.125}, GaussianStyle::monai));
+  CHECK(inference::importance_map({4, 5, 6}, BlendMode::gaussian, {0.125, 0.125, 0.125}, GaussianStyle::nnunet) !=
+        inference::importance_map({4, 5, 6}, BlendMode::gaussian));
+  // Constant blending ignores the style.
+  CHECK(inference::importance_map({2, 3, 4}, BlendMode::constant, {0.125, 0.125, 0.125}, GaussianStyle::nnunet) ==
+        std::vector<double>(24, 1.0));
+}
+
+TEST_CASE_TEMPLATE("sliding_window_inference with SlidingWindowOptions::nnunet matches nnU-Net v1's tiled prediction", T,
+                   float, double) {
+  Fixture fx("sliding_window");
+  const auto cases = case_names(fx, "image");
+  REQUIRE(cases.size() >= 4);
+  for (const auto& name : cases) {
+    const std::string p = name + "/";
+    INFO(name);
+    const auto x = host_tensor<T>(fx.array(p + "image"));
+    std::vector<int> mirror;
+    const auto& m = fx.array(p + "mirror").data;
+    for (int a = 0; a < 3; ++a)
+      if (m[static_cast<std::size_t>(a)] != 0) mirror.push_back(a);
+    const auto o = SlidingWindowOptions::nnunet(triple(fx.array(p + "patch")))
+                       .mirror_axes(mirror)
+                       .sw_batch_size(static_cast<index_t>(fx.scalar(p + "sw_batch_size")));
+    auto net = std::make_shared<SoftmaxNet<T>>(fx);
+    SlidingWindowInfo info;
+    const auto y = run<T>(x, [net](const Tensor<T, Backend>& t) { return (*net)(t); }, o, &info);
+    check_close(on_test_backend(y), fx.array(p + "probs"), tol_output<T>(), "nnU-Net sliding window " + name);
+
+    const auto plan = inference::plan_windows({x.size(2), x.size(3), x.size(4)}, o);
+    CHECK(plan.axis_starts[0] == as_indices(fx.array(p + "starts_d")));
+    CHECK(plan.axis_starts[1] == as_indices(fx.array(p + "starts_h")));
+    CHECK(plan.axis_starts[2] == as_indices(fx.array(p + "starts_w")));
+    const auto w = inference::importance_map(plan.roi, o.mode(), o.sigma_scale(), o.gaussian_style());
+    check_close(Tensor<double, Backend>::from_vector(Shape{plan.roi[0], plan.roi[1], plan.roi[2]}, w),
+                fx.array(p + "importance"), tol_output<double>(), "importance map " + name);
+    const index_t total = x.size(0) * static_cast<index_t>(plan.starts.size());
+    CHECK(info.network_calls == (total + o.sw_batch_size() - 1) / o.sw_batch_size() * (index_t(1) << mirror.size()));
+    CHECK(net->calls == info.network_calls);
+    // Probabilities in, probabilities out: every voxel's blended softmax sums to 1.
+    const auto v = y.to_vector();
+    const index_t K = y.size(1), vox = y.size(2) * y.size(3) * y.size(4);
+    double worst = 0;
+    for (index_t n = 0; n < y.size(0); ++n)
+      for (index_t i = 0; i < vox; ++i) {
+        double s = 0;
+        for (index_t k = 0; k < K; ++k) s += static_cast<double>(v[static_cast<std::size_t>((n * K + k) * vox + i)]);
+        worst = std::max(worst, std::abs(s - 1.0));
+      }
+    CHECK(worst < (std::is_same<T, float>::value ? 1e-5 : 1e-12));
+  }
 }

@@ -1,25 +1,40 @@
 // mmnet/inference/sliding_window.hpp: sliding-window inference over a whole volume
-// (monai.inferers.sliding_window_inference with padding_mode="constant", plus nnU-Net's mirror test-time
-// augmentation).
+// (monai.inferers.sliding_window_inference with padding_mode="constant" by default; nnU-Net v1's
+// SegmentationNetwork._internal_predict_3D_3Dconv_tiled with SlidingWindowOptions::nnunet(roi)).
 //
 //   auto net = [&](const Tensor<float, mmnet::cuda>& x) { return model.forward(x); };  // N x C x roi -> N x K x roi
 //   auto opt = inference::SlidingWindowOptions({64, 128, 128}).overlap(0.5).mode(inference::BlendMode::gaussian);
 //   Tensor<float, mmnet::cpu> probs = inference::sliding_window_inference<mmnet::cuda>(image, net, opt);
 //
-// What it does, as MONAI does it (docs/inference.md has the details and the nnU-Net differences):
-//  1. Pad each spatial axis that is shorter than the roi with padding_value (diff // 2 before, the rest after).
-//  2. Window starts along an axis: multiples of the scan interval int(roi * (1 - overlap)) (at least 1; the roi
-//     itself when roi == padded size), as many as needed to reach the end, the last one snapped back to end at
-//     the border (MONAI's _get_scan_interval and dense_patch_slices). Windows are visited D-major (W fastest).
+// What it does, as MONAI does it (docs/inference.md has the details and the nnU-Net correspondence):
+//  1. Pad each spatial axis that is shorter than the roi with padding_value (diff // 2 before, the rest after;
+//     nnU-Net's pad_nd_image pads the same way, with 0).
+//  2. Window starts along an axis (placement):
+//     - WindowPlacement::monai (default): multiples of the scan interval int(roi * (1 - overlap)) (at least 1; the
+//       roi itself when roi == padded size), as many as needed to reach the end, the last one snapped back to end
+//       at the border (MONAI's _get_scan_interval and dense_patch_slices).
+//     - WindowPlacement::nnunet: n = int(ceil((size - roi) / (roi * step))) + 1 windows, step = 1 - overlap
+//       (nnU-Net's step_size), starts round_half_even(i * ((size - roi) / (n - 1))), i = 0 .. n - 1; n = 1 (start
+//       0) when size == roi (nnU-Net v1's _compute_steps_for_sliding_window; e.g. 193 / 128 -> 0, 32, 65).
+//     Windows are visited D-major (W fastest), as both do.
 //  3. sw_batch_size windows at a time go to the network as one N x C x roi tensor on Backend (windows of all
 //     images of the input batch, image-major, as MONAI does); it must return N x K x roi (any K >= 1).
 //  4. Each window's prediction is multiplied by the importance map w and added into a host accumulator; w is
-//     added into a count map; the result is accumulator / count. w is 1 ("constant", MONAI's default) or the
-//     separable Gaussian exp(-x^2 / (2 sigma^2)), x = i - (roi - 1) / 2, sigma = sigma_scale * roi, NOT
-//     normalised (max 1 only for odd roi), then clamped from below at max(min(w), 1e-3) (MONAI's
-//     compute_importance_map). MONAI builds w in float32; mmnet builds it in double (differences ~1e-7 relative).
+//     added into a count map; the result is accumulator / count. w is 1 ("constant", MONAI's default) or a
+//     separable Gaussian with sigma = sigma_scale * roi (gaussian_style):
+//     - GaussianStyle::monai (default): exp(-x^2 / (2 sigma^2)), x = i - (roi - 1) / 2, NOT normalised (max 1
+//       only for odd roi), then clamped from below at max(min(w), 1e-3) (MONAI's compute_importance_map). MONAI
+//       builds w in float32; mmnet builds it in double (differences ~1e-7 relative).
+//     - GaussianStyle::nnunet: exp(-x^2 / (2 sigma^2)), x = i - roi // 2, 0 beyond scipy's truncation radius
+//       int(4 sigma + 0.5), the product over the axes in double, rounded to float32, zeros replaced by the
+//       smallest non-zero value; no clamp (nnU-Net v1's _get_gaussian: a delta at roi // 2 through
+//       scipy.ndimage.gaussian_filter, divided by its maximum, cast to float32 -- bit-identical, see
+//       docs/inference.md; at sigma_scale 1/8 the truncation radius reaches every voxel and no value is 0).
 //  5. The padding is cropped off. Undoing a body crop / resampling (back to the original image space) is the
 //     caller's job (data/crop.hpp).
+// Mirror TTA (mirror_axes) averages whatever the network returns over the flips: a network that returns
+// softmax probabilities gives nnU-Net v1's result (it averages and blends inference_apply_nonlin(net(x)), i.e.
+// the softmax); one that returns logits averages logits.
 // Accumulation is in double on the host whatever T and Backend are, so the result does not depend on
 // sw_batch_size, on the backend or on the thread count (bit-identical), only on the network.
 #pragma once
@@ -45,6 +60,18 @@ enum class BlendMode { constant, gaussian };
 
 inline const char* to_string(BlendMode m) { return m == BlendMode::constant ? "constant" : "gaussian"; }
 
+// Where the windows go along each axis: MONAI's fixed scan interval with the last window snapped to the border,
+// or nnU-Net v1's evenly spread windows (see the top of this file).
+enum class WindowPlacement { monai, nnunet };
+
+inline const char* to_string(WindowPlacement p) { return p == WindowPlacement::monai ? "monai" : "nnunet"; }
+
+// Which Gaussian BlendMode::gaussian uses: MONAI's (centred at (roi - 1) / 2, clamped at 1e-3) or nnU-Net v1's
+// (centred at roi // 2, float32 values, no clamp).
+enum class GaussianStyle { monai, nnunet };
+
+inline const char* to_string(GaussianStyle g) { return g == GaussianStyle::monai ? "monai" : "nnunet"; }
+
 using Index3 = std::array<index_t, 3>;   // (D, H, W)
 using Double3 = std::array<double, 3>;  // (D, H, W)
 
@@ -52,10 +79,16 @@ struct SlidingWindowOptions {
   // roi_size: the window (patch) size along (D, H, W), each >= 1; a single value means a cube.
   explicit SlidingWindowOptions(ExpandingArray3 roi_size) : roi_size_(roi_size) {}
 
-  // nnU-Net's inference defaults: overlap 0.5 (tile_step_size), Gaussian blending with sigma = roi / 8,
-  // mirror TTA over all three axes. (nnU-Net places its windows differently; see docs/inference.md.)
+  // nnU-Net v1's inference (predict_3D with its defaults): step_size 0.5 (overlap 0.5), nnU-Net's window
+  // placement, its Gaussian (sigma = roi / 8), mirror TTA over all three axes, zero padding. Give it a network
+  // that returns softmax probabilities to get nnU-Net's result (docs/inference.md).
   static SlidingWindowOptions nnunet(ExpandingArray3 roi_size) {
-    return SlidingWindowOptions(roi_size).overlap(0.5).mode(BlendMode::gaussian).mirror_axes({0, 1, 2});
+    return SlidingWindowOptions(roi_size)
+        .overlap(0.5)
+        .placement(WindowPlacement::nnunet)
+        .mode(BlendMode::gaussian)
+        .gaussian_style(GaussianStyle::nnunet)
+        .mirror_axes({0, 1, 2});
   }
 
   const ExpandingArray3& roi_size() const { return roi_size_; }
@@ -64,6 +97,10 @@ struct SlidingWindowOptions {
   SlidingWindowOptions& overlap(double v) { overlap_ = {v, v, v}; return *this; }
   SlidingWindowOptions& overlap(Double3 v) { overlap_ = v; return *this; }
   const Double3& overlap() const { return overlap_; }
+  // Window placement (default WindowPlacement::monai; nnU-Net's with WindowPlacement::nnunet, where
+  // 1 - overlap is nnU-Net's step_size).
+  SlidingWindowOptions& placement(WindowPlacement v) { placement_ = v; return *this; }
+  WindowPlacement placement() const { return placement_; }
   // Blending of overlapping windows (default constant, MONAI's default; nnU-Net blends with a Gaussian).
   SlidingWindowOptions& mode(BlendMode v) { mode_ = v; return *this; }
   BlendMode mode() const { return mode_; }
@@ -71,6 +108,9 @@ struct SlidingWindowOptions {
   SlidingWindowOptions& sigma_scale(double v) { sigma_scale_ = {v, v, v}; return *this; }
   SlidingWindowOptions& sigma_scale(Double3 v) { sigma_scale_ = v; return *this; }
   const Double3& sigma_scale() const { return sigma_scale_; }
+  // The Gaussian's form when mode() is gaussian (default GaussianStyle::monai; ignored for constant blending).
+  SlidingWindowOptions& gaussian_style(GaussianStyle v) { gaussian_style_ = v; return *this; }
+  GaussianStyle gaussian_style() const { return gaussian_style_; }
   // Windows per network call, >= 1 (default 1, MONAI's sw_batch_size has no default; 1 is the lowest memory).
   SlidingWindowOptions& sw_batch_size(index_t v) { sw_batch_size_ = v; return *this; }
   index_t sw_batch_size() const { return sw_batch_size_; }
@@ -88,14 +128,17 @@ struct SlidingWindowOptions {
   // Mirror test-time augmentation (nnU-Net's): spatial axes (0 = D, 1 = H, 2 = W) to mirror; each window's
   // prediction is the mean of the network output on the window and, for every non-empty combination of these
   // axes (itertools.combinations order: singles, pairs, triple), the flipped-back output on the flipped window.
-  // Empty (the default): no TTA. Costs 2^len - 1 extra network calls per batch.
+  // Empty (the default): no TTA. Costs 2^len - 1 extra network calls per batch. The mean is over what the
+  // network returns: nnU-Net v1 averages the softmax, so give a network that ends in a softmax for its result.
   SlidingWindowOptions& mirror_axes(std::vector<int> v) { mirror_axes_ = std::move(v); return *this; }
   const std::vector<int>& mirror_axes() const { return mirror_axes_; }
 
  private:
   ExpandingArray3 roi_size_;
   Double3 overlap_{0.25, 0.25, 0.25};
+  WindowPlacement placement_ = WindowPlacement::monai;
   BlendMode mode_ = BlendMode::constant;
+  GaussianStyle gaussian_style_ = GaussianStyle::monai;
   Double3 sigma_scale_{0.125, 0.125, 0.125};
   index_t sw_batch_size_ = 1;
   double padding_value_ = 0.0;
@@ -103,14 +146,18 @@ struct SlidingWindowOptions {
   std::vector<int> mirror_axes_;
 };
 
-// Where the windows go for one image size (MONAI's padding, _get_scan_interval and dense_patch_slices).
+// Where the windows go for one image size (the padding, then MONAI's _get_scan_interval and dense_patch_slices
+// or nnU-Net v1's _compute_steps_for_sliding_window).
 struct WindowPlan {
   Index3 image_size{};   // the input's spatial size
   Index3 padded_size{};  // max(image_size, roi)
   Index3 pad_before{};   // padding before each axis: (roi - size) // 2 when positive
   Index3 roi{};
+  // MONAI placement: the scan interval. nnU-Net placement: the largest distance between consecutive starts
+  // (the roi when the axis has one window).
   Index3 scan_interval{};
-  std::vector<Index3> starts;  // window starts in padded coordinates, D-major order (W fastest)
+  std::array<std::vector<index_t>, 3> axis_starts;  // window starts along D, H and W, in padded coordinates
+  std::vector<Index3> starts;  // all window starts in padded coordinates, D-major order (W fastest)
 };
 
 // What a run did (optional output).
@@ -204,9 +251,55 @@ std::vector<U> flip_host(const std::vector<U>& x, index_t nc, const Index3& s, c
   return y;
 }
 
+// numpy's round (half to even) for v >= 0; v - floor(v) is exact, so ties are recognised exactly.
+inline index_t round_half_even(double v) {
+  double f = std::floor(v);
+  const double r = v - f;
+  if (r > 0.5 || (r == 0.5 && std::fmod(f, 2.0) != 0.0)) f += 1.0;
+  return static_cast<index_t>(f);
+}
+
+// MONAI's starts along one axis of padded size `size` (_get_scan_interval, dense_patch_slices).
+inline std::vector<index_t> monai_starts(index_t size, index_t roi, double overlap, index_t& interval) {
+  // The same double arithmetic as Python's int(roi * (1 - o)).
+  interval = roi;
+  if (roi != size) {
+    interval = static_cast<index_t>(static_cast<double>(roi) * (1.0 - overlap));
+    if (interval <= 0) interval = 1;
+  }
+  // dense_patch_slices (patch size min(size, roi) = roi after padding).
+  const index_t num = (size + interval - 1) / interval;
+  index_t scan_num = 1;
+  for (index_t d = 0; d < num; ++d)
+    if (d * interval + roi >= size) {
+      scan_num = d + 1;
+      break;
+    }
+  std::vector<index_t> starts;
+  for (index_t i = 0; i < scan_num; ++i) {
+    index_t start = i * interval;
+    start -= std::max<index_t>(start + roi - size, 0);
+    starts.push_back(start);
+  }
+  return starts;
+}
+
+// nnU-Net v1's starts along one axis of padded size `size` >= roi (_compute_steps_for_sliding_window with
+// step_size = 1 - overlap), in its double arithmetic: target step roi * step_size, n = int(ceil((size - roi) /
+// target)) + 1 (1 when size == roi), actual step (size - roi) / (n - 1), starts int(np.round(actual * i)).
+inline std::vector<index_t> nnunet_starts(index_t size, index_t roi, double overlap) {
+  const double target = static_cast<double>(roi) * (1.0 - overlap);
+  const index_t n = static_cast<index_t>(std::ceil(static_cast<double>(size - roi) / target)) + 1;
+  const double actual = n > 1 ? static_cast<double>(size - roi) / static_cast<double>(n - 1) : 0.0;
+  std::vector<index_t> starts;
+  for (index_t i = 0; i < n; ++i) starts.push_back(round_half_even(actual * static_cast<double>(i)));
+  return starts;
+}
+
 }  // namespace detail
 
-// MONAI's window placement for an image of spatial size image_size (each >= 1).
+// The window placement (options.placement(): MONAI's or nnU-Net v1's) for an image of spatial size image_size
+// (each >= 1).
 inline WindowPlan plan_windows(const Index3& image_size, const SlidingWindowOptions& options) {
   detail::check_options(options);
   for (int a = 0; a < 3; ++a)
@@ -214,32 +307,20 @@ inline WindowPlan plan_windows(const Index3& image_size, const SlidingWindowOpti
       fail<shape_error>(detail::sw_component, "image spatial size", "all >= 1", detail::str3(image_size));
   WindowPlan p;
   p.image_size = image_size;
-  std::array<std::vector<index_t>, 3> axis_starts;
+  auto& axis_starts = p.axis_starts;
   for (std::size_t a = 0; a < 3; ++a) {
     const index_t roi = options.roi_size()[static_cast<int>(a)];
     p.roi[a] = roi;
     p.padded_size[a] = std::max(image_size[a], roi);
     p.pad_before[a] = std::max<index_t>(roi - image_size[a], 0) / 2;
     const index_t size = p.padded_size[a];
-    // _get_scan_interval: the same double arithmetic as Python's int(roi * (1 - o)).
-    index_t interval = roi;
-    if (roi != size) {
-      interval = static_cast<index_t>(static_cast<double>(roi) * (1.0 - options.overlap()[a]));
-      if (interval <= 0) interval = 1;
-    }
-    p.scan_interval[a] = interval;
-    // dense_patch_slices (patch size min(size, roi) = roi after padding).
-    const index_t num = (size + interval - 1) / interval;
-    index_t scan_num = 1;
-    for (index_t d = 0; d < num; ++d)
-      if (d * interval + roi >= size) {
-        scan_num = d + 1;
-        break;
-      }
-    for (index_t i = 0; i < scan_num; ++i) {
-      index_t start = i * interval;
-      start -= std::max<index_t>(start + roi - size, 0);
-      axis_starts[a].push_back(start);
+    if (options.placement() == WindowPlacement::monai) {
+      axis_starts[a] = detail::monai_starts(size, roi, options.overlap()[a], p.scan_interval[a]);
+    } else {
+      axis_starts[a] = detail::nnunet_starts(size, roi, options.overlap()[a]);
+      const auto& st = axis_starts[a];
+      p.scan_interval[a] = st.size() == 1 ? roi : 0;
+      for (std::size_t i = 1; i < st.size(); ++i) p.scan_interval[a] = std::max(p.scan_interval[a], st[i] - st[i - 1]);
     }
   }
   for (index_t z : axis_starts[0])
@@ -248,17 +329,29 @@ inline WindowPlan plan_windows(const Index3& image_size, const SlidingWindowOpti
   return p;
 }
 
-// MONAI's compute_importance_map for a roi (D x H x W values, W fastest), in double.
+// The importance map for a roi (D x H x W values, W fastest), in double: 1 (constant), MONAI's
+// compute_importance_map (GaussianStyle::monai) or nnU-Net v1's _get_gaussian (GaussianStyle::nnunet, float32
+// values stored in double).
 inline std::vector<double> importance_map(const Index3& roi, BlendMode mode,
-                                          const Double3& sigma_scale = {0.125, 0.125, 0.125}) {
+                                          const Double3& sigma_scale = {0.125, 0.125, 0.125},
+                                          GaussianStyle style = GaussianStyle::monai) {
   const std::size_t n = static_cast<std::size_t>(roi[0] * roi[1] * roi[2]);
   if (mode == BlendMode::constant) return std::vector<double>(n, 1.0);
+  const bool nn = style == GaussianStyle::nnunet;
   std::array<std::vector<double>, 3> g;
   for (std::size_t a = 0; a < 3; ++a) {
     const double sigma = static_cast<double>(roi[a]) * sigma_scale[a];
+    // scipy.ndimage.gaussian_filter's kernel radius (truncate = 4): nnU-Net's filtered delta is 0 beyond it.
+    const index_t radius = static_cast<index_t>(4.0 * sigma + 0.5);
     for (index_t i = 0; i < roi[a]; ++i) {
-      const double x = -(static_cast<double>(roi[a]) - 1.0) / 2.0 + static_cast<double>(i);
-      g[a].push_back(std::exp(x * x / (-2.0 * sigma * sigma)));
+      if (nn) {
+        const index_t d = i - roi[a] / 2;
+        g[a].push_back(std::abs(d) > radius ? 0.0
+                                             : std::exp(-static_cast<double>(d * d) / (2.0 * sigma * sigma)));
+      } else {
+        const double x = -(static_cast<double>(roi[a]) - 1.0) / 2.0 + static_cast<double>(i);
+        g[a].push_back(std::exp(x * x / (-2.0 * sigma * sigma)));
+      }
     }
   }
   std::vector<double> w(n);
@@ -266,6 +359,18 @@ inline std::vector<double> importance_map(const Index3& roi, BlendMode mode,
   for (index_t z = 0; z < roi[0]; ++z)
     for (index_t y = 0; y < roi[1]; ++y)
       for (index_t x = 0; x < roi[2]; ++x) w[k++] = g[0][static_cast<std::size_t>(z)] * g[1][static_cast<std::size_t>(y)] * g[2][static_cast<std::size_t>(x)];
+  if (nn) {
+    // nnU-Net: max 1 (exactly 1 here: the centre is exp(0)), astype(float32), then zeros (beyond the truncation
+    // radius or underflowed in float32) replaced by the smallest non-zero value so no voxel has zero weight.
+    double lo = 1.0;
+    for (auto& v : w) {
+      v = static_cast<double>(static_cast<float>(v));
+      if (v > 0.0) lo = std::min(lo, v);
+    }
+    for (auto& v : w)
+      if (v == 0.0) v = lo;
+    return w;
+  }
   // MONAI: "handle non-positive weights": clamp at max(min(w), 1e-3), i.e. raise values below 1e-3 to 1e-3.
   const double lo = std::max(*std::min_element(w.begin(), w.end()), 1e-3);
   for (auto& v : w) v = std::max(v, lo);
@@ -294,7 +399,7 @@ Tensor<T, cpu> sliding_window_inference(const Tensor<T, cpu>& image,
   const index_t vox = size[0] * size[1] * size[2];
   const index_t num_win = static_cast<index_t>(plan.starts.size());
   const index_t total = N * num_win;
-  const std::vector<double> w = importance_map(roi, options.mode(), options.sigma_scale());
+  const std::vector<double> w = importance_map(roi, options.mode(), options.sigma_scale(), options.gaussian_style());
   const auto combos = detail::mirror_combinations(options.mirror_axes());
   const T pad_value = static_cast<T>(options.padding_value());
   const T* src = image.data();
