@@ -11,10 +11,12 @@
 //       timings as JSON lines (apps/mmnet/bench.hpp; bench/compare.py compares them with PyTorch)
 //
 // The segmentation pipeline (docs/pipeline.md):
-//   mmnet phantom  --out DIR --cases N [--test-cases M] --seed S [--shape DxHxW]     (cmd_phantom.hpp)
+//   mmnet phantom  --out DIR --cases N [--test-cases M] --seed S [--shape DxHxW] [--task mmfnet-like|brats-like]
+//                                                                                    (cmd_phantom.hpp)
 //   mmnet train    --data DIR --config small --out RUN [--epochs E] [--iterations I] ... [--resume]  (cmd_train.hpp)
 //   mmnet segment  --weights RUN/best.h5 --data DIR --split test --out PRED [--tta] [--png]  (cmd_segment.hpp)
-//   mmnet evaluate --pred PRED --truth DIR/labelsTs [--csv out.csv]                   (cmd_evaluate.hpp)
+//   mmnet evaluate --pred PRED --truth DIR/labelsTs [--csv out.csv] [--regions auto|binary|brats|labels]
+//                  [--dataset DIR]                                                    (cmd_evaluate.hpp)
 //
 // Every failure (missing file or dataset, wrong rank or channel count, weights that do not fit, bad option)
 // is one line on stderr and exit code 2.

@@ -3,7 +3,7 @@
     cli_test.py <path to bin/mmnet> <work dir> [case ...]
     cli_test.py <path to bin/mmnet> <work dir> weights <path to examples/mmfnet_train_tiny>
 
-Cases: info, forward, errors, bench, pipeline, pipeline_errors (default: all); weights (loads the file the example
+Cases: info, forward, errors, bench, pipeline, pipeline_errors, phantom_brats, evaluate_regions (default: all); weights (loads the file the example
 saves). pipeline: phantom -> train -> resume -> segment -> evaluate on tiny phantoms with the tiny config;
 pipeline_errors: bad data sets, checkpoints and predictions exit 2 with one line and leave no output behind.
 Each failure is printed; the exit status is the number of failures.
@@ -469,8 +469,181 @@ def case_pipeline_errors():
                  "nowhere")
 
 
+# ---- the BraTS-like phantom and per-region evaluation -----------------------------------------------------------
+
+BRATS_LABELS = {"0": "background", "1": "edema", "2": "non-enhancing", "3": "enhancing"}
+
+
+def case_phantom_brats():
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    data = os.path.join(WORK, "brats")
+    rc, out, err = run("phantom", "--task", "brats-like", "--out", data, "--cases", "3", "--test-cases", "2",
+                       "--seed", "4", "--shape", "32x36x34")
+    check(rc == 0 and "brats-like" in out and "1 x 1 x 1 mm" in out, f"phantom --task brats-like: exit 0 ({out!r} {err.strip()})")
+    with open(os.path.join(data, "dataset.json")) as f:
+        ds = json.load(f)
+    check(ds["modality"] == {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"} and ds["labels"] == BRATS_LABELS and
+          ds["numTraining"] == 3 and ds["numTest"] == 2,
+          f"phantom brats-like: dataset.json has T1 T1ce T2 FLAIR and labels {BRATS_LABELS} ({ds['modality']}, {ds['labels']})")
+    names = [os.path.basename(e["image"])[:-len(".nii.gz")] for e in ds["training"]]
+    names_ts = [os.path.basename(t)[:-len(".nii.gz")] for t in ds["test"]]
+    seen = set()
+    flair_ratio, t1ce_ratio = [], []
+    for folder, lab, cases in (("imagesTr", "labelsTr", names), ("imagesTs", "labelsTs", names_ts)):
+        for c in cases:
+            mods = []
+            for m in range(4):
+                g, x, dt, _, _ = read_nifti(os.path.join(data, folder, f"{c}_{m:04d}.nii.gz"))
+                mods.append(x.reshape(g["dims"][::-1]).astype(np.float64))
+            gl, y, dtl, _, _ = read_nifti(os.path.join(data, lab, c + ".nii.gz"))
+            y = y.reshape(gl["dims"][::-1])
+            check(g["dims"] == (34, 36, 32) and tuple(round(p, 6) for p in g["pixdim"][:3]) == (1.0, 1.0, 1.0) and
+                  dt == 16 and dtl == 2, f"phantom brats-like {c}: NIfTI dims (34, 36, 32), 1 mm, float32 images, uint8 labels")
+            img = np.stack(mods)
+            nonzero = np.any(img != 0, axis=0)
+            # Skull-stripped: a voxel is zero in every modality or in none.
+            check(bool(np.all(np.all(img != 0, axis=0) == nonzero)) and 0.1 < nonzero.mean() < 0.6,
+                  f"phantom brats-like {c}: exact zeros outside the brain in all 4 modalities (brain {nonzero.mean():.2f})")
+            check(set(np.unique(y)) <= {0, 1, 2, 3} and not np.any(y[~nonzero]),
+                  f"phantom brats-like {c}: labels in 0..3, none outside the brain ({np.unique(y)})")
+            seen |= set(np.unique(y).tolist())
+            wt, et = y > 0, y == 3
+            normal = nonzero & ~wt
+            if wt.any() and et.any():
+                flair_ratio.append(img[3][wt].mean() / img[3][normal].mean())
+                t1ce_ratio.append(img[1][et].mean() / img[1][nonzero & ~et].mean())
+    check(seen == {0, 1, 2, 3}, f"phantom brats-like: every label occurs ({seen})")
+    check(len(flair_ratio) == 5 and min(flair_ratio) > 1.2 and min(t1ce_ratio) > 1.5,
+          f"phantom brats-like: the whole tumour is bright in FLAIR, the enhancing part in T1ce "
+          f"(FLAIR WT/normal {np.round(flair_ratio, 2)}, T1ce ET/rest {np.round(t1ce_ratio, 2)})")
+    # The same seed writes the same voxels; the default size is 48 x 48 x 48.
+    again = os.path.join(WORK, "brats_again")
+    rc, _, err = run("phantom", "--task", "brats-like", "--out", again, "--cases", "3", "--test-cases", "2",
+                     "--seed", "4", "--shape", "32x36x34")
+    same = rc == 0 and all(
+        np.array_equal(read_nifti(os.path.join(data, sub, f))[1], read_nifti(os.path.join(again, sub, f))[1])
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") for f in sorted(os.listdir(os.path.join(data, sub))))
+    check(same, f"phantom brats-like: the same seed gives identical files ({err.strip()})")
+    default = os.path.join(WORK, "brats_default")
+    rc, out, err = run("phantom", "--task", "brats-like", "--out", default, "--cases", "1", "--test-cases", "0", "--seed", "1")
+    g, _, _, _, _ = read_nifti(os.path.join(default, "imagesTr", "phantom_001_0003.nii.gz"))
+    check(rc == 0 and g["dims"] == (48, 48, 48) and "48 x 48 x 48" in out, f"phantom brats-like: default 48 x 48 x 48 ({g['dims']})")
+    # The default task is unchanged.
+    mm = os.path.join(WORK, "mmfnet_default")
+    rc, out, err = run("phantom", "--out", mm, "--cases", "1", "--test-cases", "0", "--seed", "1", "--shape", "8x16x16")
+    with open(os.path.join(mm, "dataset.json")) as f:
+        ds = json.load(f)
+    check(rc == 0 and ds["modality"] == {"0": "T1", "1": "T2", "2": "CET1"} and ds["labels"] == {"0": "background", "1": "lesion"}
+          and "4 x 1 x 1 mm" in out, f"phantom without --task: the mmfnet-like head phantom, 4 x 1 x 1 mm ({out.strip()})")
+    expect_error(["phantom", "--task", "brats", "--out", os.path.join(WORK, "x"), "--cases", "1"], "phantom --task brats",
+                 "--task", absent=[os.path.join(WORK, "x")])
+
+
+def dice_np(p, t):
+    s = p.sum() + t.sum()
+    return float("nan") if t.sum() == 0 else 2.0 * np.logical_and(p, t).sum() / s
+
+
+def case_evaluate_regions():
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    data = os.path.join(WORK, "brats")
+    rc, _, err = run("phantom", "--task", "brats-like", "--out", data, "--cases", "1", "--test-cases", "3", "--seed", "8",
+                     "--shape", "32x36x34")
+    check(rc == 0, f"phantom brats-like: exit 0 ({err.strip()})")
+    truth, pred = os.path.join(data, "labelsTs"), os.path.join(WORK, "pred")
+    os.makedirs(pred)
+    # phantom_101: perfect; phantom_102: the enhancing part predicted as necrosis (ET Dice 0, TC and WT 1);
+    # phantom_103: its truth has no enhancing voxel (ET absent: Dice nan, left out of the mean), and the prediction
+    # loses the edema (WT < 1).
+    patch_nifti(os.path.join(truth, "phantom_101.nii.gz"), os.path.join(pred, "phantom_101.nii.gz"), lambda x: None)
+    patch_nifti(os.path.join(truth, "phantom_102.nii.gz"), os.path.join(pred, "phantom_102.nii.gz"),
+                lambda x: x.__setitem__(x == 3, 2))
+    t103 = os.path.join(truth, "phantom_103.nii.gz")
+    patch_nifti(t103, t103, lambda x: x.__setitem__(x == 3, 2))
+    patch_nifti(t103, os.path.join(pred, "phantom_103.nii.gz"), lambda x: x.__setitem__(x == 1, 0))
+    cases = ["phantom_101", "phantom_102", "phantom_103"]
+    regions = {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}
+    expected = {}
+    for c in cases:
+        t = read_nifti(os.path.join(truth, c + ".nii.gz"))[1]
+        p = read_nifti(os.path.join(pred, c + ".nii.gz"))[1]
+        for r, labs in regions.items():
+            expected[(c, r)] = dice_np(np.isin(p, labs), np.isin(t, labs))
+    csv = os.path.join(WORK, "regions.csv")
+    rc, out, err = run("evaluate", "--pred", pred, "--truth", truth, "--csv", csv)
+    lines = out.strip().splitlines()
+    check(rc == 0, f"evaluate (auto -> brats): exit 0 ({err.strip()})")
+    check(any("WT = {1,2,3}, TC = {2,3}, ET = {3}" in l for l in lines) and any("nan" in l and "empty" in l for l in lines),
+          "evaluate brats: names the regions and the empty-region Dice convention")
+    num = r"([0-9]+\.[0-9]+|nan|inf)"  # a missed region has an infinite Hausdorff distance
+    means = {}
+    for r in regions:
+        m = [re.fullmatch(f"mean {r} dice: {num}  mean {r} hd95: {num}  mean {r} assd: {num}", l) for l in lines]
+        m = [x for x in m if x]
+        check(len(m) == 1, f"evaluate brats: one line 'mean {r} dice: X  mean {r} hd95: Y  mean {r} assd: Z'")
+        if m:
+            means[r] = float(m[0].group(1))
+    check(lines[-3:] == [l for l in lines if l.startswith("mean ")], "evaluate brats: the mean lines come last (WT, TC, ET)")
+    rows = [l.split() for l in lines if l.split()[:1] and l.split()[0] in cases]
+    check([(r[0], r[1]) for r in rows] == [(c, r) for c in cases for r in regions],
+          f"evaluate brats: one line per case and region ({[(r[0], r[1]) for r in rows]})")
+    with open(csv) as f:
+        csv_rows = [l.split(",") for l in f.read().strip().splitlines()]
+    check(csv_rows[0] == ["case", "region", "dice", "iou", "precision", "recall", "hd_mm", "hd95_mm", "assd_mm", "nsd"],
+          f"evaluate --csv: header with a region column ({csv_rows[0]})")
+    got = {(r[0], r[1]): float(r[2]) for r in csv_rows[1:]}
+    ok = len(got) == 9 and all((np.isnan(v) and np.isnan(got[k])) or abs(got[k] - v) < 1e-6 for k, v in expected.items())
+    check(ok, f"evaluate --csv: per-region Dice equals numpy's ({got} vs {expected})")
+    check(expected[("phantom_102", "ET")] == 0 and np.isnan(expected[("phantom_103", "ET")]) and
+          expected[("phantom_103", "WT")] < 1, "evaluate regions: the test cases cover ET missed, ET absent, WT partial")
+    want = {r: np.nanmean([expected[(c, r)] for c in cases]) for r in regions}
+    check(means.keys() == want.keys() and all(abs(means[r] - want[r]) < 1e-4 for r in regions),
+          f"evaluate brats: the means are nan-means over cases ({means} vs {want})")
+    # Explicit --regions brats, a trailing slash, and --dataset give the same lines.
+    for extra in (["--regions", "brats"], ["--dataset", data], ["--regions", "brats", "--truth", truth + "/"]):
+        rc, out2, err = run("evaluate", "--pred", pred, "--truth", truth, *extra)
+        check(rc == 0 and out2 == out, f"evaluate {' '.join(extra)}: the same output ({err.strip()})")
+    # Per label: regions named by dataset.json.
+    rc, out, err = run("evaluate", "--pred", pred, "--truth", truth, "--regions", "labels", "--csv", csv)
+    lines = out.strip().splitlines()
+    check(rc == 0 and [l.split(":")[0] for l in lines if l.startswith("mean ")] ==
+          ["mean edema dice", "mean non-enhancing dice", "mean enhancing dice"],
+          f"evaluate --regions labels: mean lines per label name ({lines[-3:]}, {err.strip()})")
+    with open(csv) as f:
+        got = {(r[0], r[1]): float(r[2]) for r in (l.split(",") for l in f.read().strip().splitlines()[1:])}
+    exp_l = {}
+    for c in cases:
+        t = read_nifti(os.path.join(truth, c + ".nii.gz"))[1]
+        p = read_nifti(os.path.join(pred, c + ".nii.gz"))[1]
+        for k, name in ((1, "edema"), (2, "non-enhancing"), (3, "enhancing")):
+            exp_l[(c, name)] = dice_np(p == k, t == k)
+    check(len(got) == 9 and all((np.isnan(v) and np.isnan(got[k])) or abs(got[k] - v) < 1e-6 for k, v in exp_l.items()),
+          f"evaluate --regions labels: per-label Dice equals numpy's ({got} vs {exp_l})")
+    # Without a dataset.json: per label by value.
+    loose = os.path.join(WORK, "loose", "labels")
+    shutil.copytree(truth, loose)
+    rc, out, err = run("evaluate", "--pred", pred, "--truth", loose, "--regions", "labels")
+    check(rc == 0 and [l.split(":")[0] for l in out.strip().splitlines() if l.startswith("mean ")] ==
+          ["mean 1 dice", "mean 2 dice", "mean 3 dice"], f"evaluate --regions labels without dataset.json: labels 1, 2, 3 ({err.strip()})")
+    # Errors: binary evaluation of multi-class labels; a value dataset.json does not list.
+    expect_error(["evaluate", "--pred", pred, "--truth", truth, "--regions", "binary"], "evaluate --regions binary on labels 0..3",
+                 "phantom_101.nii.gz", "expected 0 or 1")
+    bad = os.path.join(WORK, "bad_pred")
+    shutil.copytree(pred, bad)
+    patch_nifti(os.path.join(pred, "phantom_102.nii.gz"), os.path.join(bad, "phantom_102.nii.gz"), lambda x: x.__setitem__(3, 4))
+    expect_error(["evaluate", "--pred", bad, "--truth", truth, "--csv", os.path.join(WORK, "bad.csv")],
+                 "evaluate brats: a label value dataset.json does not list", "phantom_102.nii.gz", "label value 4",
+                 "dataset.json", absent=[os.path.join(WORK, "bad.csv")])
+    expect_error(["evaluate", "--pred", pred, "--truth", truth, "--regions", "wt"], "evaluate --regions wt", "--regions")
+    expect_error(["evaluate", "--pred", pred, "--truth", truth, "--dataset", os.path.join(WORK, "nowhere")],
+                 "evaluate --dataset without dataset.json", "nowhere")
+
+
 cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "bench": case_bench,
-         "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors}
+         "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors, "phantom_brats": case_phantom_brats,
+         "evaluate_regions": case_evaluate_regions}
 os.makedirs(WORK, exist_ok=True)
 if sys.argv[3:4] == ["weights"]:
     case_weights(sys.argv[4])

@@ -267,6 +267,58 @@ json.dump(res, open(sys.argv[1], "w"))
   }
 }
 
+TEST_CASE("dataset: a brats_like (multi-class) phantom data set round-trips, unlisted label values are rejected") {
+  // 4 modalities, labels 0..3; small 1 mm grid with all axes different.
+  const PhantomOptions o = PhantomOptions::brats().shape({20, 26, 22}).lesion_radius(3.0, 5.0);
+  const std::string dir = scratch("brats");
+  write_phantom_dataset(dir, 2, 1, 11, o);
+  const nlohmann::json j = read_json(dir + "/dataset.json");
+  CHECK(j["name"] == "mmnet_phantom_brats");
+  CHECK(j["modality"] == nlohmann::json{{"0", "T1"}, {"1", "T1ce"}, {"2", "T2"}, {"3", "FLAIR"}});
+  CHECK(j["labels"] == nlohmann::json{{"0", "background"}, {"1", "edema"}, {"2", "non-enhancing"}, {"3", "enhancing"}});
+  CHECK(j["tensorImageSize"] == "4D");
+  for (const char* f : {"imagesTr/phantom_001_0003.nii.gz", "imagesTs/phantom_101_0003.nii.gz", "labelsTs/phantom_101.nii.gz"})
+    CHECK_MESSAGE(fs::is_regular_file(dir + "/" + f), f);
+  CHECK_FALSE(fs::exists(image_file(dir, "phantom_001", 4)));
+  const Dataset ds = open_dataset(dir);
+  CHECK(ds.num_modalities() == 4);
+  CHECK(ds.labels == std::map<int, std::string>{{0, "background"}, {1, "edema"}, {2, "non-enhancing"}, {3, "enhancing"}});
+  struct Want { const char* split; index_t index; int number; };
+  for (const Want w : {Want{"train", 0, 1}, Want{"train", 1, 2}, Want{"test", 0, 101}}) {
+    INFO(w.split << " case " << w.index);
+    const Phantom p = make_phantom(o, derive_seed(11, static_cast<std::uint64_t>(w.number)));
+    const LoadedCase c = load_case(ds, w.index, w.split);
+    CHECK(c.image.shape() == Shape{4, 20, 26, 22});
+    CHECK(c.image.spacing == Spacing{1.0, 1.0, 1.0});
+    CHECK(c.image.data == p.image.data);
+    REQUIRE(c.label.has_value());
+    CHECK(c.label->data == p.label.data);
+    for (std::uint8_t v = 1; v <= 3; ++v) CHECK(std::count(c.label->data.begin(), c.label->data.end(), v) > 0);
+    const auto hdr = io::read_nifti_header(dir + (w.number > 100 ? "/labelsTs/" : "/labelsTr/") + c.name + ".nii.gz");
+    CHECK(hdr.datatype == io::NiftiDType::uint8);
+  }
+  // A value not listed in dataset.json: the message names the case, the file, the value and the voxel.
+  auto rewrite = [&](const std::string& path, const std::function<void(io::NiftiImage<float>&)>& edit) {
+    io::NiftiImage<float> img = io::read_nifti<float>(path);
+    edit(img);
+    io::write_nifti(path, img);
+  };
+  const std::string lf = dir + "/labelsTr/phantom_002.nii.gz";
+  rewrite(lf, [](io::NiftiImage<float>& img) { img.data[7] = 4; });  // BraTS' original enhancing label
+  CHECK_THROWS_WITH_AS(load_case(ds, 1), Contains("labelsTr/phantom_002.nii.gz: label value 4 at voxel 7"), value_error);
+  CHECK_THROWS_WITH_AS(load_case(ds, 1), Contains("case phantom_002"), value_error);
+  CHECK_NOTHROW(load_case(ds, 0));
+  // Dropping label 3 from dataset.json makes the enhancing voxels invalid.
+  edit_json(dir, [](nlohmann::json& j) { j["labels"].erase("3"); });
+  const Dataset fewer = open_dataset(dir);
+  CHECK(fewer.labels.size() == 3);
+  CHECK_THROWS_WITH_AS(load_case(fewer, 0), Contains("labelsTr/phantom_001.nii.gz: label value 3"), value_error);
+  CHECK_THROWS_WITH_AS(load_case(fewer, 0, "test"), Contains("case phantom_101"), value_error);
+  // Adding 4 makes the edited case valid again.
+  edit_json(dir, [](nlohmann::json& j) { j["labels"]["3"] = "enhancing"; j["labels"]["4"] = "other"; });
+  CHECK(load_case(open_dataset(dir), 1).label->data[7] == 4);
+}
+
 TEST_CASE("dataset: errors name the file and the case") {
   SUBCASE("missing dataset.json") {
     const std::string dir = scratch("err_missing_json");

@@ -2,8 +2,10 @@
 // tests/reference/normalize_ref.py (a numpy re-implementation of skimage.filters.threshold_otsu), hand-checked
 // values, and bad input. Volumes are float32 (host data), so volumes are compared with the float tolerance and
 // thresholds/statistics (computed in double from the same floats) with the double one.
+#include <mmnet/data/crop.hpp>
 #include <mmnet/data/normalize.hpp>
 
+#include <algorithm>
 #include <limits>
 
 #include "../support/mmnet_test.hpp"
@@ -157,4 +159,94 @@ TEST_CASE("normalize rejects non-finite intensities and bad options, naming case
   CHECK_THROWS_AS(data::otsu_threshold(v, 2), value_error);
   Volume empty(1, 0, 3, 4);
   CHECK_THROWS_AS(data::normalize(empty, data::NormalizeOptions()), shape_error);
+}
+
+TEST_CASE("normalize: nnU-Net's masked z-score (use_nonzero_mask) and nonzero_box match the numpy/scipy reference") {
+  Fixture fx("normalize");
+  const auto names = case_names(fx, "volume");
+  REQUIRE(names.size() == 4);
+  for (const auto& name : names) {
+    const Volume v = volume_from(fx.array(name + "/volume"));
+    // The mask: any channel non-zero, holes filled (scipy.ndimage.binary_fill_holes).
+    const auto mask = data::nonzero_mask(v);
+    const auto& want_mask = fx.array(name + "/mask").data;
+    REQUIRE(mask.size() == want_mask.size());
+    index_t wrong = 0, inside = 0;
+    for (std::size_t i = 0; i < mask.size(); ++i) {
+      wrong += mask[i] != static_cast<std::uint8_t>(want_mask[i]);
+      inside += mask[i];
+    }
+    CHECK_MESSAGE(wrong == 0, name << ": " << wrong << " mask voxels differ");
+    // The crop box of nnU-Net's crop_to_nonzero.
+    const auto& b = fx.array(name + "/box").data;
+    const data::Box box = data::nonzero_box(v);
+    for (int a = 0; a < 3; ++a) {
+      CHECK(box.begin[static_cast<std::size_t>(a)] == static_cast<index_t>(b[static_cast<std::size_t>(2 * a)]));
+      CHECK(box.end[static_cast<std::size_t>(a)] == static_cast<index_t>(b[static_cast<std::size_t>(2 * a + 1)]));
+    }
+    // The masked z-score, via the preset and via the option.
+    for (const auto& o : {data::NormalizeOptions::nnunet_mri(),
+                          data::NormalizeOptions(data::NormalizeMode::zscore).use_nonzero_mask(true)}) {
+      Volume z = v;
+      const auto st = data::normalize(z, o, name);
+      check_volume(z, fx.array(name + "/output"), name + " masked z-score");
+      for (index_t c = 0; c < v.channels; ++c) {
+        const auto k = static_cast<std::size_t>(c);
+        CHECK(st[k].mask_voxels == inside);
+        check_close_scalar(st[k].mean, fx.array(name + "/mean").data[k], tol_output<double>(), name + " mean");
+        check_close_scalar(st[k].std, fx.array(name + "/std").data[k], tol_output<double>(), name + " std");
+        // Outside the mask: exactly 0.
+        for (std::size_t i = 0; i < mask.size(); ++i)
+          if (!mask[i]) REQUIRE(z.channel(c)[i] == 0.0f);
+      }
+    }
+  }
+}
+
+TEST_CASE("normalize: masked z-score by hand, an all-zero volume, and modes it does not apply to") {
+  // Channel 0: 0 0 | 2 4 ; channel 1: 0 0 | 0 8 (voxel 2 is in the mask through channel 0). 1 x 1 x 4, no holes.
+  Volume v(2, 1, 1, 4);
+  const float c0[4] = {0, 0, 2, 4}, c1[4] = {0, 0, 0, 8};
+  std::copy(c0, c0 + 4, v.channel(0));
+  std::copy(c1, c1 + 4, v.channel(1));
+  CHECK(data::nonzero_mask(v) == std::vector<std::uint8_t>{0, 0, 1, 1});
+  CHECK(data::nonzero_box(v).str() == data::Box{{0, 0, 2}, {1, 1, 4}}.str());
+  const auto st = data::normalize(v, data::NormalizeOptions::nnunet_mri(), "hand");
+  CHECK(st[0].mean == 3.0);
+  CHECK(st[0].std == 1.0);
+  CHECK(st[1].mean == 4.0);
+  CHECK(st[1].std == 4.0);
+  const float w0[4] = {0, 0, -1, 1}, w1[4] = {0, 0, -1, 1};
+  for (int i = 0; i < 4; ++i) {
+    CHECK(v.channel(0)[i] == w0[i]);
+    CHECK(v.channel(1)[i] == w1[i]);
+  }
+  // A 3 x 3 x 3 shell of ones around a zero centre: the centre is a hole, filled, so inside the mask.
+  Volume shell(1, 3, 3, 3);
+  std::fill(shell.data.begin(), shell.data.end(), 1.0f);
+  shell.at(0, 1, 1, 1) = 0.0f;
+  const auto m = data::nonzero_mask(shell);
+  CHECK(std::count(m.begin(), m.end(), 1) == 27);
+  // All zero: the mask is empty, the volume stays 0, nonzero_box falls back to the whole volume.
+  Volume zero(2, 2, 3, 4);
+  const auto zs = data::normalize(zero, data::NormalizeOptions::nnunet_mri());
+  CHECK(zs[0].mask_voxels == 0);
+  CHECK(std::all_of(zero.data.begin(), zero.data.end(), [](float x) { return x == 0.0f; }));
+  CHECK(data::nonzero_box(zero).str() == data::Box::full(2, 3, 4).str());
+  CHECK(data::nonzero_box(v, {1, 1, 1}).str() == data::Box{{0, 0, 1}, {1, 1, 4}}.str());
+  // use_nonzero_mask is nnU-Net's option of the z-score only.
+  CHECK(data::NormalizeOptions().use_nonzero_mask() == false);
+  CHECK(data::NormalizeOptions::nnunet_mri().use_nonzero_mask());
+  CHECK(data::NormalizeOptions::nnunet_mri().mode() == data::NormalizeMode::zscore);
+  Volume w = v;
+  check_throws_naming<value_error>([&] { data::normalize(w, data::NormalizeOptions().use_nonzero_mask(true), "p3"); },
+                                   {"mmnet::data::normalize", "use_nonzero_mask", "body_zscore", "p3"});
+  check_throws_naming<value_error>(
+      [&] { data::normalize(w, data::NormalizeOptions(data::NormalizeMode::ct_percentile).use_nonzero_mask(true)); },
+      {"use_nonzero_mask", "ct_percentile"});
+  // Non-finite voxels are still rejected, naming the channel.
+  Volume bad = v;
+  bad.at(1, 0, 0, 1) = std::numeric_limits<float>::quiet_NaN();
+  check_throws_naming<value_error>([&] { data::normalize(bad, data::NormalizeOptions::nnunet_mri(), "p4"); },
+                                   {"finite", "p4", "channel 1"});
 }

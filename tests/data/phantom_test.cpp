@@ -2,8 +2,12 @@
 // determinism per seed, a lesion of plausible size inside the brain, the designed per-modality contrast (T1 barely
 // darker, T2 brighter, CET1 enhancing), the claim that no single modality separates the lesion by a threshold while
 // T2 and CET1 together do, a smooth bounded bias field, and the noise level. Host-only code: the same checks run
-// in every backend's executable.
+// in every backend's executable. The brats_like task: skull-stripped (exact zeros outside the brain = the non-zero
+// mask), labels consistent with the tissues, nested regions (necrosis inside the enhancing rim, the core inside the
+// edema), the per-modality contrast of each region, determinism and variety across seeds.
+#include <mmnet/data/normalize.hpp>
 #include <mmnet/data/phantom.hpp>
+#include <mmnet/metrics/metrics.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -309,6 +313,203 @@ TEST_CASE("phantom: invalid options name the option") {
   CHECK(o.lesion_rim() == 0.5);
   CHECK(o.lesion_deformation() == 0.1);
   CHECK(o.task() == PhantomTask::mmfnet_like);
+  CHECK(o.edema_scale() == std::array<double, 2>{1.5, 2.0});
+  CHECK(PhantomOptions().edema_scale(1.2, 3.0).edema_scale() == std::array<double, 2>{1.2, 3.0});
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions::brats().edema_scale(0.9, 2.0), 0), Contains("edema_scale"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions::brats().edema_scale(2.0, 1.5), 0), Contains("edema_scale"), value_error);
+  CHECK_THROWS_WITH_AS(make_phantom(PhantomOptions::brats().edema_scale(1.5, 5.0), 0), Contains("edema_scale"), value_error);
+  CHECK_THROWS_WITH_AS(phantom_tissue_intensity(PhantomTissue::edema, 0), Contains("mmfnet_like"), value_error);
+  CHECK_THROWS_WITH_AS(brats_tissue_intensity(PhantomTissue::edema, 4), Contains("modality"), value_error);
+}
+
+// ---- brats_like ------------------------------------------------------------------------------------------------
+
+inline std::uint8_t tissue(PhantomTissue t) { return static_cast<std::uint8_t>(t); }
+// A smaller brats_like grid (1 mm, all axes different) to keep the suite fast.
+inline PhantomOptions brats_small() { return PhantomOptions::brats().shape({40, 46, 42}); }
+
+TEST_CASE("phantom brats_like: modalities, labels, skull-stripped (exact zeros outside the brain)") {
+  const PhantomOptions o = PhantomOptions::brats();
+  CHECK(o.task() == PhantomTask::brats_like);
+  CHECK(o.shape() == std::array<index_t, 3>{48, 48, 48});
+  CHECK(o.spacing() == Spacing{1.0, 1.0, 1.0});
+  CHECK(phantom_task_name(PhantomTask::brats_like) == std::string("brats_like"));
+  for (const auto noise : {PhantomNoise::rician, PhantomNoise::gaussian, PhantomNoise::none}) {
+    const Phantom p = make_phantom(PhantomOptions(o).noise(noise), 3);
+    INFO("noise " << static_cast<int>(noise));
+    CHECK(p.image.shape() == Shape{4, 48, 48, 48});
+    CHECK(p.label.shape() == Shape{48, 48, 48});
+    CHECK(p.image.spacing == Spacing{1.0, 1.0, 1.0});
+    CHECK(p.modalities == std::vector<std::string>{"T1", "T1ce", "T2", "FLAIR"});
+    CHECK(p.labels == std::vector<std::string>{"background", "edema", "non-enhancing", "enhancing"});
+    std::size_t outside_nonzero = 0, inside_zero = 0, brain = 0, label_outside = 0, label_mismatch = 0, other_tissue = 0;
+    std::size_t count[4] = {0, 0, 0, 0};
+    for (std::size_t i = 0; i < p.label.data.size(); ++i) {
+      const std::uint8_t t = p.tissues.data[i], l = p.label.data[i];
+      const bool in_brain = t != tissue(PhantomTissue::air);
+      brain += in_brain;
+      if (l > 3) FAIL("label value " << int(l) << " at voxel " << i);
+      ++count[l];
+      label_outside += !in_brain && l != 0;
+      const std::uint8_t want = t == tissue(PhantomTissue::edema) ? 1 : t == tissue(PhantomTissue::necrosis) ? 2
+                                : t == tissue(PhantomTissue::enhancing) ? 3 : 0;
+      label_mismatch += l != want;
+      for (index_t m = 0; m < 4; ++m) {
+        const float v = p.image.channel(m)[i];
+        outside_nonzero += !in_brain && v != 0.0f;
+        inside_zero += in_brain && v == 0.0f;
+      }
+      // Only the brats_like tissues occur.
+      other_tissue += !(t == tissue(PhantomTissue::air) || t == tissue(PhantomTissue::csf) ||
+                        t == tissue(PhantomTissue::vessel) || t >= tissue(PhantomTissue::white_matter));
+    }
+    CHECK(other_tissue == 0);
+    CHECK(outside_nonzero == 0);
+    CHECK(inside_zero == 0);
+    CHECK(label_outside == 0);
+    CHECK(label_mismatch == 0);
+    CHECK(count[1] > 0);
+    CHECK(count[2] > 0);
+    CHECK(count[3] > 0);
+    const double brain_fraction = static_cast<double>(brain) / static_cast<double>(p.label.voxels());
+    CHECK(brain_fraction > 0.15);
+    CHECK(brain_fraction < 0.5);
+    CHECK(static_cast<double>(count[1] + count[2] + count[3]) < 0.5 * static_cast<double>(brain));
+    // The non-zero mask nnU-Net crops to and normalises in is exactly the brain.
+    const auto mask = nonzero_mask(p.image);
+    std::size_t differ = 0;
+    for (std::size_t i = 0; i < mask.size(); ++i) differ += mask[i] != (p.tissues.data[i] != tissue(PhantomTissue::air));
+    CHECK(differ == 0);
+    for (auto t : {PhantomTissue::white_matter, PhantomTissue::grey_matter, PhantomTissue::csf})
+      CHECK(count_tissue(p, t) > 0);
+  }
+}
+
+TEST_CASE("phantom brats_like: nested regions WT > TC > ET, necrosis inside the rim, the core inside the edema") {
+  const auto regions = metrics::nnunet_brats_regions();
+  REQUIRE(regions.size() == 3);
+  CHECK(regions[0].name == "WT");
+  CHECK(regions[0].labels == std::vector<std::int64_t>{1, 2, 3});
+  CHECK(regions[1].labels == std::vector<std::int64_t>{2, 3});
+  CHECK(regions[2].labels == std::vector<std::int64_t>{3});
+  double edema_share_sum = 0;
+  const int seeds = 8;
+  for (std::uint64_t seed = 0; seed < static_cast<std::uint64_t>(seeds); ++seed) {
+    const Phantom p = make_phantom(brats_small(), seed);
+    const index_t D = p.label.depth, H = p.label.height, W = p.label.width;
+    const metrics::Dims3 dims{D, H, W};
+    // Region sizes: WT > TC > ET > 0 (strictly: there is edema and necrosis).
+    const auto self = metrics::evaluate_regions(p.label.data, p.label.data, dims, {1, 1, 1}, regions,
+                                                metrics::MetricOptions{true, 95.0, 1.0, false});
+    const auto wt = self[0].counts.truth(), tc = self[1].counts.truth(), et = self[2].counts.truth();
+    INFO("seed " << seed << ": WT " << wt << ", TC " << tc << ", ET " << et);
+    CHECK(wt > tc);
+    CHECK(tc > et);
+    CHECK(et > 0);
+    for (const auto& m : self) CHECK(m.dice == 1.0);
+    // Faces between a core voxel (2, 3) and a non-core neighbour: mostly edema (the rest CSF / brain edge,
+    // where edema does not spread); necrosis (2) touches only the core (enclosed by the enhancing rim).
+    std::size_t core_faces = 0, to_edema = 0, nec_faces = 0, nec_out = 0;
+    const index_t dz[6] = {1, -1, 0, 0, 0, 0}, dy[6] = {0, 0, 1, -1, 0, 0}, dx[6] = {0, 0, 0, 0, 1, -1};
+    for (index_t z = 0; z < D; ++z)
+      for (index_t y = 0; y < H; ++y)
+        for (index_t x = 0; x < W; ++x) {
+          const int l = p.label.at(z, y, x);
+          if (l < 2) continue;
+          for (int k = 0; k < 6; ++k) {
+            const index_t zz = z + dz[k], yy = y + dy[k], xx = x + dx[k];
+            const int n = (zz < 0 || yy < 0 || xx < 0 || zz >= D || yy >= H || xx >= W) ? 0 : p.label.at(zz, yy, xx);
+            if (n < 2) {
+              ++core_faces;
+              to_edema += n == 1;
+            }
+            if (l == 2) {
+              ++nec_faces;
+              nec_out += n < 2;
+            }
+          }
+        }
+    const double edema_share = static_cast<double>(to_edema) / static_cast<double>(core_faces);
+    INFO("core faces " << core_faces << ", to edema " << edema_share << "; necrosis faces " << nec_faces << ", out " << nec_out);
+    CHECK(edema_share > 0.5);
+    CHECK(static_cast<double>(nec_out) <= 0.02 * static_cast<double>(nec_faces));
+    edema_share_sum += edema_share;
+  }
+  CHECK(edema_share_sum / seeds > 0.7);
+}
+
+TEST_CASE("phantom brats_like: per-modality contrast of each region as in real MRI") {
+  using PT = PhantomTissue;
+  SUBCASE("noise-free, bias-free, texture-free: the tissue table") {
+    const Phantom p = make_phantom(brats_small().noise(PhantomNoise::none).bias_strength(0).texture(0), 4);
+    std::size_t off_table = 0;
+    for (std::size_t i = 0; i < p.tissues.data.size(); ++i)
+      for (index_t m = 0; m < 4; ++m)
+        off_table += p.image.channel(m)[i] != static_cast<float>(brats_tissue_intensity(static_cast<PT>(p.tissues.data[i]), m));
+    CHECK(off_table == 0);
+    CHECK(brats_tissue_intensity(PT::air, 2) == 0.0);
+  }
+  SUBCASE("default noise, bias and texture: the ordering holds on average") {
+    enum { T1, T1CE, T2, FLAIR };
+    const PT tissues[] = {PT::white_matter, PT::grey_matter, PT::csf, PT::edema, PT::necrosis, PT::enhancing};
+    double mean[6][4] = {};
+    const int seeds = 5;
+    for (int s = 0; s < seeds; ++s) {
+      const Phantom p = make_phantom(brats_small(), static_cast<std::uint64_t>(200 + s));
+      for (int k = 0; k < 6; ++k) {
+        const auto t = tissue(tissues[k]);
+        REQUIRE(count_tissue(p, tissues[k]) > 0);
+        for (index_t m = 0; m < 4; ++m) mean[k][m] += mean_where(p, m, [t](std::uint8_t x) { return x == t; }) / seeds;
+      }
+    }
+    enum { WM, GM, CSF, ED, NEC, ET };
+    for (int m = 0; m < 4; ++m)
+      INFO("modality " << m << ": WM " << mean[WM][m] << " GM " << mean[GM][m] << " CSF " << mean[CSF][m] << " edema "
+                       << mean[ED][m] << " necrosis " << mean[NEC][m] << " enhancing " << mean[ET][m]);
+    // FLAIR: the whole tumour is bright against all normal tissue (CSF suppressed).
+    for (int k : {ED, NEC, ET})
+      for (int n : {WM, GM, CSF}) CHECK(mean[k][FLAIR] > 1.2 * mean[n][FLAIR]);
+    // T2: the whole tumour is bright against the parenchyma, but CSF is brighter still.
+    for (int k : {ED, NEC, ET}) {
+      CHECK(mean[k][T2] > 1.2 * mean[WM][T2]);
+      CHECK(mean[k][T2] > 1.2 * mean[GM][T2]);
+      CHECK(mean[CSF][T2] > mean[k][T2]);
+    }
+    // T1ce: the enhancing part is the brightest by far; necrosis is dark (darker than edema and white matter).
+    for (int n : {WM, GM, CSF, ED, NEC}) CHECK(mean[ET][T1CE] > 1.5 * mean[n][T1CE]);
+    CHECK(mean[NEC][T1CE] < 0.6 * mean[ED][T1CE]);
+    CHECK(mean[NEC][T1CE] < 0.6 * mean[WM][T1CE]);
+    // T1: the tumour only faintly (within 25% of white matter for edema and enhancing; hypo-intense).
+    for (int k : {ED, ET}) {
+      CHECK(mean[k][T1] < mean[WM][T1]);
+      CHECK(mean[k][T1] > 0.75 * mean[WM][T1]);
+    }
+  }
+}
+
+TEST_CASE("phantom brats_like: bit-identical for a seed, different for another, cases vary") {
+  const PhantomOptions o = brats_small();
+  const Phantom a = make_phantom(o, 42), b = make_phantom(o, 42), c = make_phantom(o, 43);
+  CHECK(same_bytes(a.image.data, b.image.data));
+  CHECK(same_bytes(a.bias.data, b.bias.data));
+  CHECK(a.label.data == b.label.data);
+  CHECK(a.tissues.data == b.tissues.data);
+  CHECK_FALSE(same_bytes(a.image.data, c.image.data));
+  CHECK_FALSE(a.label.data == c.label.data);
+  // Tumour position and size vary across cases.
+  std::vector<double> sizes, centres;
+  for (std::uint64_t s = 0; s < 8; ++s) {
+    const Phantom p = make_phantom(o, derive_seed(1, s));
+    double n = 0, cz = 0;
+    for (index_t z = 0; z < p.label.depth; ++z)
+      for (index_t i = 0; i < p.label.height * p.label.width; ++i)
+        if (p.label.data[static_cast<std::size_t>(z * p.label.height * p.label.width + i)]) n += 1, cz += static_cast<double>(z);
+    REQUIRE(n > 0);
+    sizes.push_back(n);
+    centres.push_back(cz / n);
+  }
+  CHECK(*std::max_element(sizes.begin(), sizes.end()) > 1.5 * *std::min_element(sizes.begin(), sizes.end()));
+  CHECK(*std::max_element(centres.begin(), centres.end()) - *std::min_element(centres.begin(), centres.end()) > 3.0);
 }
 
 }  // namespace phantom_test

@@ -6,6 +6,9 @@ holds), stored in float64. Per case (C x D x H x W):
   input, threshold (C), mask_voxels (C), body_mean/body_std (C),
   body (body z-score, MMFNet clips [-2,1], [-3,2], [-2,3.5]), zscore (plain z-score),
   ct (clip to the 0.5/99.5 percentiles, z-score), ct_lower/ct_upper (C).
+nnU-Net's masked z-score for MRI (use_mask_for_norm), per case nonzeroK/: volume (C x D x H x W), mask (D x H x W:
+create_nonzero_mask = scipy.ndimage.binary_fill_holes(any channel != 0)), box (get_bbox_from_mask: z0, z1, y0, y1,
+x0, x1, half-open), mean/std (C, over the mask), output (z-score inside the mask, 0 outside).
 """
 import numpy as np
 
@@ -81,6 +84,63 @@ def make_cases(rng):
     return [c.astype(np.float32).astype(np.float64) for c in cases]
 
 
+def nonzero_mask(vol):
+    """nnU-Net's create_nonzero_mask: any channel non-zero, holes filled (scipy's default cross structure)."""
+    from scipy.ndimage import binary_fill_holes
+    mask = np.zeros(vol.shape[1:], dtype=bool)
+    for c in range(vol.shape[0]):
+        mask |= vol[c] != 0
+    return binary_fill_holes(mask)
+
+
+def masked_zscore(vol):
+    """nnU-Net ZScoreNormalization(use_mask_for_norm=True) after crop_to_nonzero: outside the mask -> 0."""
+    mask = nonzero_mask(vol)
+    out = np.zeros_like(vol)
+    means, stds = [], []
+    for c in range(vol.shape[0]):
+        x = vol[c]
+        m, s = x[mask].mean(), x[mask].std()
+        out[c][mask] = (x[mask] - m) / max(s, 1e-8)
+        means.append(m)
+        stds.append(s)
+    idx = np.nonzero(mask)
+    box = [v for a in range(3) for v in (idx[a].min(), idx[a].max() + 1)]
+    return mask, np.array(box, dtype=np.float64), np.array(means), np.array(stds), out
+
+
+def make_nonzero_cases(rng):
+    cases = []
+    # an ellipsoid "brain" in exact zeros, 2 channels; a one-voxel hole and a 2x2x1 cavity (zero in every channel:
+    # filled, so inside the mask); one voxel zero in channel 0 only (inside the mask through channel 1)
+    d, h, w = 9, 14, 11
+    zz, yy, xx = np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")
+    body = ((zz - 4) / 3.8) ** 2 + ((yy - 6.5) / 5.5) ** 2 + ((xx - 5) / 4.5) ** 2 < 1.0
+    v = np.zeros((2, d, h, w))
+    v[0][body] = rng.normal(300.0, 40.0, body.sum())
+    v[1][body] = rng.normal(-20.0, 7.0, body.sum())
+    v[:, 4, 6, 5] = 0.0
+    v[:, 3, 8:10, 3:5] = 0.0
+    v[0, 5, 7, 6] = 0.0
+    cases.append(v)
+    # a body touching the volume's border on one side; a cavity touching the outside only diagonally (a hole under
+    # the 6-connected cross structure); 3 channels with different contrasts
+    d, h, w = 7, 10, 12
+    v = np.zeros((3, d, h, w))
+    v[:, 1:6, 0:8, 2:11] = rng.uniform(1.0, 5.0, (3, 5, 8, 9)) * np.array([1.0, 10.0, 0.1])[:, None, None, None]
+    v[:, 3, 4, 5] = 0.0
+    v[:, 2, 5, 6] = 0.0  # diagonal neighbour of the one above: still an enclosed hole
+    v[:, 1, 3, 10] = 0.0  # on the body's surface: outside
+    cases.append(v)
+    # no zero anywhere: the mask is everything, the result a plain z-score
+    cases.append(rng.uniform(0.5, 3.0, size=(1, 5, 6, 7)))
+    # a thin body (one slab) in a larger zero volume, noisy positive intensities as MR magnitudes
+    v = np.zeros((2, 6, 9, 8))
+    v[:, 2:4, 1:8, 2:7] = np.abs(rng.normal(1.0, 0.5, (2, 2, 7, 5)))
+    cases.append(v)
+    return [c.astype(np.float32).astype(np.float64) for c in cases]
+
+
 def generate(outdir):
     rng = np.random.default_rng(20261129)
     entries = {}
@@ -92,6 +152,15 @@ def generate(outdir):
             entries[g + key] = np.array([p[key] for p in per], dtype=np.float64)
         for key in ("body", "zscore", "ct"):
             entries[g + key] = np.stack([p[key] for p in per])
+    for i, vol in enumerate(make_nonzero_cases(rng)):
+        g = f"nonzero{i}/"
+        mask, box, means, stds, out = masked_zscore(vol)
+        entries[g + "volume"] = vol
+        entries[g + "mask"] = mask.astype(np.float64)
+        entries[g + "box"] = box
+        entries[g + "mean"] = means
+        entries[g + "std"] = stds
+        entries[g + "output"] = out
     common.write(outdir, "normalize", entries)
 
 

@@ -4,7 +4,9 @@
 // Python equivalents: bounding_box = the [min, max + 1) extent of numpy.nonzero(mask) per axis (nnU-Net's
 // get_bbox_from_mask); crop = v[:, z0:z1, y0:y1, x0:x1]; uncrop = np.zeros(full); full[box] = cropped (nnU-Net
 // puts the cropped prediction back into the original image with background elsewhere). MMFNet (spec §4) takes
-// the box from the T1 Otsu mask: body_box(v, channel 0).
+// the box from the T1 Otsu mask: body_box(v, channel 0). nnU-Net crops MRI (BraTS) to the box of the non-zero
+// mask of all channels: nonzero_box(v) (= get_bbox_from_mask(create_nonzero_mask(data)) of nnU-Net's
+// crop_to_nonzero).
 #pragma once
 #include <algorithm>
 #include <array>
@@ -56,6 +58,15 @@ inline Box expand(const Box& b, const Margin& margin, index_t d, index_t h, inde
 // constant channel (empty mask) gives the whole volume, so nothing is cut away.
 inline Box body_box(const Volume& v, index_t channel = 0, const Margin& margin = {0, 0, 0}, int nbins = 256) {
   const auto mask = otsu_mask(v, channel, nbins);
+  const Box b = bounding_box(mask.data(), v.depth, v.height, v.width);
+  if (b.empty()) return Box::full(v.depth, v.height, v.width);
+  return expand(b, margin, v.depth, v.height, v.width);
+}
+
+// The bounding box of nonzero_mask(v) (voxels where any channel is non-zero; filling holes does not change
+// the box), grown by margin and clamped. An all-zero volume gives the whole volume (nnU-Net would fail).
+inline Box nonzero_box(const Volume& v, const Margin& margin = {0, 0, 0}) {
+  const auto mask = nonzero_mask(v);
   const Box b = bounding_box(mask.data(), v.depth, v.height, v.width);
   if (b.empty()) return Box::full(v.depth, v.height, v.width);
   return expand(b, margin, v.depth, v.height, v.width);

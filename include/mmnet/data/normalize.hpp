@@ -7,6 +7,10 @@
 // ZScoreNormalization without a mask; NormalizeMode::ct_percentile = nnU-Net's CTNormalization (clip to the
 // 0.5/99.5 percentiles, then z-score) with the statistics taken from the volume itself unless dataset-wide ones
 // are given (nnU-Net takes them from the training set's foreground voxels: pass them with dataset_stats()).
+// NormalizeOptions::use_nonzero_mask(true) with mode zscore = nnU-Net's ZScoreNormalization with
+// use_mask_for_norm (its default for MRI data sets such as BraTS, whose crop to the non-zero box shrinks the
+// volume by > 25%): mean/std over the case's non-zero mask (nonzero_mask(): voxels where ANY channel is
+// non-zero, holes filled, as nnU-Net's create_nonzero_mask), voxels outside the mask set to 0.
 // Statistics are accumulated in double; std is the population std (numpy's ddof=0) floored at eps (1e-8, as
 // nnU-Net's max(std, 1e-8)).
 #pragma once
@@ -119,6 +123,45 @@ inline std::vector<std::uint8_t> otsu_mask(const Volume& v, index_t channel, int
   return m;
 }
 
+// nnU-Net's create_nonzero_mask: 1 where any channel of v is non-zero, then scipy.ndimage.binary_fill_holes
+// (background components not 6-connected to the volume's border become foreground). D x H x W bytes.
+inline std::vector<std::uint8_t> nonzero_mask(const Volume& v) {
+  const index_t n = v.voxels(), D = v.depth, H = v.height, W = v.width;
+  std::vector<std::uint8_t> m(static_cast<std::size_t>(n), 0);
+  for (index_t c = 0; c < v.channels; ++c) {
+    const float* x = v.channel(c);
+    for (index_t i = 0; i < n; ++i)
+      if (x[i] != 0.0f) m[static_cast<std::size_t>(i)] = 1;
+  }
+  // Flood the background from the border (6-connectivity: binary_fill_holes' default cross structure); what
+  // the flood does not reach is a hole.
+  std::vector<std::uint8_t> outside(static_cast<std::size_t>(n), 0);
+  std::vector<index_t> stack;
+  auto push = [&](index_t i) {
+    if (!m[static_cast<std::size_t>(i)] && !outside[static_cast<std::size_t>(i)]) {
+      outside[static_cast<std::size_t>(i)] = 1;
+      stack.push_back(i);
+    }
+  };
+  for (index_t z = 0; z < D; ++z)
+    for (index_t y = 0; y < H; ++y)
+      for (index_t x = 0; x < W; ++x)
+        if (z == 0 || y == 0 || x == 0 || z == D - 1 || y == H - 1 || x == W - 1) push((z * H + y) * W + x);
+  while (!stack.empty()) {
+    const index_t i = stack.back();
+    stack.pop_back();
+    const index_t z = i / (H * W), y = (i / W) % H, x = i % W;
+    if (z > 0) push(i - H * W);
+    if (z + 1 < D) push(i + H * W);
+    if (y > 0) push(i - W);
+    if (y + 1 < H) push(i + W);
+    if (x > 0) push(i - 1);
+    if (x + 1 < W) push(i + 1);
+  }
+  for (index_t i = 0; i < n; ++i) m[static_cast<std::size_t>(i)] = outside[static_cast<std::size_t>(i)] ? 0 : 1;
+  return m;
+}
+
 enum class NormalizeMode {
   body_zscore,    // MMFNet: mean/std of the voxels above the Otsu threshold (the default)
   zscore,         // nnU-Net ZScoreNormalization: mean/std of all voxels
@@ -139,6 +182,8 @@ struct IntensityStats {
 struct NormalizeOptions {
   explicit NormalizeOptions(NormalizeMode mode = NormalizeMode::body_zscore) : mode_(mode) {}
 
+  // nnU-Net's MRI setting (BraTS, MAML spec §4.2): z-score inside the non-zero mask, 0 outside.
+  static NormalizeOptions nnunet_mri() { return NormalizeOptions(NormalizeMode::zscore).use_nonzero_mask(true); }
   // MMFNet's setting for channels (T1, T2, CET1): body z-score, clips [-2, 1], [-3, 2], [-2, 3.5] (spec §4).
   static NormalizeOptions mmfnet() {
     return NormalizeOptions(NormalizeMode::body_zscore).clip(0, -2.0, 1.0).clip(1, -3.0, 2.0).clip(2, -2.0, 3.5);
@@ -181,6 +226,10 @@ struct NormalizeOptions {
   std::optional<IntensityStats> dataset_stats_of(index_t c) const {
     return static_cast<std::size_t>(c) < stats_.size() ? stats_[static_cast<std::size_t>(c)] : std::nullopt;
   }
+  // zscore only: statistics over nonzero_mask(v) (shared by all channels), voxels outside it set to 0
+  // (nnU-Net's use_mask_for_norm); default false. An all-zero volume (empty mask) is left all 0.
+  NormalizeOptions& use_nonzero_mask(bool b) { use_nonzero_mask_ = b; return *this; }
+  bool use_nonzero_mask() const { return use_nonzero_mask_; }
   // Floor of the std in the division (nnU-Net: 1e-8).
   NormalizeOptions& eps(double e) { eps_ = e; return *this; }
   double eps() const { return eps_; }
@@ -195,9 +244,11 @@ struct NormalizeOptions {
   double lower_percentile_ = 0.5, upper_percentile_ = 99.5;
   double eps_ = 1e-8;
   int nbins_ = 256;
+  bool use_nonzero_mask_ = false;
 };
 
-// What normalize() used for one channel (threshold and mask size only for body_zscore; lower/upper only for
+// What normalize() used for one channel (threshold only for body_zscore; mask_voxels for body_zscore and the
+// non-zero mask; lower/upper only for
 // ct_percentile).
 struct ChannelStats {
   double threshold = 0, mean = 0, std = 0, lower = 0, upper = 0;
@@ -224,8 +275,16 @@ inline std::vector<ChannelStats> normalize(Volume& v, const NormalizeOptions& o,
   if (o.clips().size() > static_cast<std::size_t>(v.channels))
     fail<shape_error>(component, "channels with a clip range", "<= " + std::to_string(v.channels),
                       o.clips().size(), case_name);
+  if (o.use_nonzero_mask() && o.mode() != NormalizeMode::zscore)
+    fail<value_error>(component, "use_nonzero_mask", "mode zscore (nnU-Net's use_mask_for_norm)",
+                      o.mode() == NormalizeMode::body_zscore ? "body_zscore" : "ct_percentile", case_name);
   std::vector<ChannelStats> out(static_cast<std::size_t>(v.channels));
   const index_t n = v.voxels();
+  std::vector<std::uint8_t> nonzero;
+  if (o.use_nonzero_mask()) {
+    for (index_t c = 0; c < v.channels; ++c) check_finite(v, c, component, case_name);
+    nonzero = nonzero_mask(v);
+  }
   for (index_t c = 0; c < v.channels; ++c) {
     check_finite(v, c, component, case_name);
     float* out_x = v.channel(c);
@@ -241,6 +300,13 @@ inline std::vector<ChannelStats> normalize(Volume& v, const NormalizeOptions& o,
         st.mask_voxels += mask[static_cast<std::size_t>(i)];
       }
       if (st.mask_voxels == 0) mask.clear();
+    } else if (o.use_nonzero_mask()) {
+      mask = nonzero;
+      for (auto b : mask) st.mask_voxels += b;
+      if (st.mask_voxels == 0) {  // all zero: nothing to normalise, stays 0
+        std::fill(out_x, out_x + n, 0.0f);
+        continue;
+      }
     } else if (o.mode() == NormalizeMode::ct_percentile) {
       if (auto ds = o.dataset_stats_of(c)) {
         st.lower = ds->lower, st.upper = ds->upper, st.mean = ds->mean, st.std = ds->std;
@@ -264,6 +330,10 @@ inline std::vector<ChannelStats> normalize(Volume& v, const NormalizeOptions& o,
     const double inv = 1.0 / std::max(st.std, o.eps());
     const auto clip = o.clip_of(c);
     for (std::size_t i = 0; i < x.size(); ++i) {
+      if (o.use_nonzero_mask() && !mask[i]) {
+        out_x[i] = 0.0f;
+        continue;
+      }
       double y = (x[i] - st.mean) * inv;
       if (clip) y = std::min(std::max(y, clip->lower), clip->upper);
       out_x[i] = static_cast<float>(y);

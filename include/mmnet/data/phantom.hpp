@@ -28,9 +28,24 @@
 // (single-threaded), so a seed gives bit-identical volumes on a platform (libm's cos / exp may differ in the last
 // place between platforms). A default phantom (24 x 96 x 96 voxels of 4 x 1 x 1 mm) takes ~0.1 s.
 //
+// Model (PhantomTask::brats_like, preset PhantomOptions::brats(): 48^3 voxels of 1 mm), BraTS / MSD Task01 after
+// nnU-Net's label conversion (MAML spec §4.2):
+//   * skull-stripped brain: an ellipsoid (0.40 / 0.44 / 0.38 of the field of view, jittered); outside it every
+//     modality is exactly 0 (no noise), so nnU-Net's non-zero mask is the brain. Inside: white matter, a grey
+//     matter cortex with a folded inner surface, a thin outer CSF layer, two ventricles, thin T1ce-enhancing vessels.
+//   * tumour: a core of 1..lesion_lobes deformed ellipsoids (radius lesion_radius mm) whose outer shell (lesion_rim
+//     x (1 +- 0.5), varying smoothly) is label 3 enhancing and whose inside is label 2 non-enhancing / necrosis;
+//     label 1 edema = the same lobes scaled by edema_scale with their own deformation, outside the core and not in
+//     CSF. Regions WT {1,2,3} > TC {2,3} > ET {3}.
+//   * intensities (T1, T1ce, T2, FLAIR), see brats_tissue_intensity(): WM .80/.76/.35/.45, GM .60/.58/.50/.58,
+//     CSF .20/.22/1.0/.12, vessel .70/1.15/.40/.45, edema .66/.64/.72/.82, necrosis .48/.30/.90/.74, enhancing
+//     .68/1.30/.68/.80: FLAIR and T2 show the whole tumour bright (T2: CSF brighter), T1ce the enhancing part very
+//     bright and the necrosis dark, T1 the tumour only faintly.
+//   * texture, bias field and noise as above, only inside the brain; sigma = white matter intensity / snr.
+//
 // Options (chained setters as libtorch): PhantomOptions().shape({16, 64, 64}).spacing({4, 1, 1}).snr(10).
-// New tasks (BraTS-like nested regions, single-modality nasopharynx-like, barrier structures) add PhantomTask
-// values and a case to the switches in phantom_modalities(), phantom_labels() and make_phantom().
+// New tasks (single-modality nasopharynx-like, barrier structures) add PhantomTask values and a case to the
+// switches in phantom_task_name(), phantom_modalities(), phantom_labels() and make_phantom().
 #pragma once
 #include <algorithm>
 #include <array>
@@ -48,15 +63,22 @@ namespace mmnet::data {
 
 enum class PhantomTask {
   mmfnet_like,  // 3 modalities (T1, T2, CET1), labels 0 background, 1 lesion
+  brats_like,   // 4 modalities (T1, T1ce, T2, FLAIR), skull-stripped, labels 0 background, 1 edema,
+                // 2 non-enhancing / necrosis, 3 enhancing (nnU-Net's BraTS convention, spec §4.2)
 };
 enum class PhantomNoise { none, gaussian, rician };
 
 // Tissue classes of the ground-truth tissue map (Phantom::tissues).
-enum class PhantomTissue : std::uint8_t { air = 0, skin, skull, brain, csf, vessel, lesion_core, lesion_rim, count };
+// air .. lesion_rim: mmfnet_like; air (outside the brain), csf, vessel and white_matter .. enhancing: brats_like.
+enum class PhantomTissue : std::uint8_t {
+  air = 0, skin, skull, brain, csf, vessel, lesion_core, lesion_rim,
+  white_matter, grey_matter, edema, necrosis, enhancing, count
+};
 
 inline const char* phantom_task_name(PhantomTask t) {
   switch (t) {
     case PhantomTask::mmfnet_like: return "mmfnet_like";
+    case PhantomTask::brats_like: return "brats_like";
   }
   return "?";
 }
@@ -64,6 +86,7 @@ inline const char* phantom_task_name(PhantomTask t) {
 inline std::vector<std::string> phantom_modalities(PhantomTask t) {
   switch (t) {
     case PhantomTask::mmfnet_like: return {"T1", "T2", "CET1"};
+    case PhantomTask::brats_like: return {"T1", "T1ce", "T2", "FLAIR"};  // BraTS / MSD Task01 channel order
   }
   fail<value_error>("mmnet::data::phantom_modalities", "task", "a PhantomTask", static_cast<int>(t));
 }
@@ -71,12 +94,17 @@ inline std::vector<std::string> phantom_modalities(PhantomTask t) {
 inline std::vector<std::string> phantom_labels(PhantomTask t) {
   switch (t) {
     case PhantomTask::mmfnet_like: return {"background", "lesion"};
+    case PhantomTask::brats_like: return {"background", "edema", "non-enhancing", "enhancing"};
   }
   fail<value_error>("mmnet::data::phantom_labels", "task", "a PhantomTask", static_cast<int>(t));
 }
 // The noise-free, bias-free intensity of a tissue in a modality of the mmfnet_like task (see the top of the file).
 inline double phantom_tissue_intensity(PhantomTissue tissue, index_t modality) {
-  static constexpr double table[static_cast<int>(PhantomTissue::count)][3] = {
+  if (static_cast<int>(tissue) > static_cast<int>(PhantomTissue::lesion_rim) || modality < 0 || modality > 2)
+    fail<value_error>("mmnet::data::phantom_tissue_intensity", "tissue / modality of the mmfnet_like task",
+                      "a tissue air .. lesion_rim and a modality 0..2",
+                      std::to_string(static_cast<int>(tissue)) + " / " + std::to_string(modality));
+  static constexpr double table[8][3] = {
       {0.00, 0.00, 0.00},  // air
       {0.85, 0.55, 0.85},  // skin and subcutaneous fat: bright in T1 and CET1
       {0.12, 0.08, 0.12},  // skull
@@ -88,9 +116,40 @@ inline double phantom_tissue_intensity(PhantomTissue tissue, index_t modality) {
   };
   return table[static_cast<int>(tissue)][modality];
 }
+// The noise-free, bias-free intensity of a tissue in a modality (T1, T1ce, T2, FLAIR) of the brats_like task,
+// relative to white matter in T1 ~ 0.8 (see the top of the file). Tissues the task does not use give 0.
+inline double brats_tissue_intensity(PhantomTissue tissue, index_t modality) {
+  if (modality < 0 || modality > 3)
+    fail<value_error>("mmnet::data::brats_tissue_intensity", "modality", "0..3 (T1, T1ce, T2, FLAIR)", modality);
+  //                      T1    T1ce  T2    FLAIR
+  static constexpr double csf[4] = {0.20, 0.22, 1.00, 0.12};  // dark in T1, the brightest in T2, suppressed in FLAIR
+  static constexpr double vessel[4] = {0.70, 1.15, 0.40, 0.45};  // enhances in T1ce: an ET distractor
+  static constexpr double wm[4] = {0.80, 0.76, 0.35, 0.45};
+  static constexpr double gm[4] = {0.60, 0.58, 0.50, 0.58};
+  static constexpr double edema[4] = {0.66, 0.64, 0.72, 0.82};      // FLAIR / T2 bright, T1 faintly dark
+  static constexpr double necrosis[4] = {0.48, 0.30, 0.90, 0.74};   // T1ce dark inside the rim, T2 bright
+  static constexpr double enhancing[4] = {0.68, 1.30, 0.68, 0.80};  // T1ce very bright
+  switch (tissue) {
+    case PhantomTissue::csf: return csf[modality];
+    case PhantomTissue::vessel: return vessel[modality];
+    case PhantomTissue::white_matter: return wm[modality];
+    case PhantomTissue::grey_matter: return gm[modality];
+    case PhantomTissue::edema: return edema[modality];
+    case PhantomTissue::necrosis: return necrosis[modality];
+    case PhantomTissue::enhancing: return enhancing[modality];
+    default: return 0.0;
+  }
+}
 
 struct PhantomOptions {
   PhantomOptions() = default;
+  // The brats_like task at its defaults for a fast CPU run: 48 x 48 x 48 voxels of 1 mm (BraTS is 1 mm
+  // isotropic), tumour core radius 5..8 mm, enhancing rim 0.35, 2 enhancing vessel distractors, bias up to
+  // +-25%, SNR 12 (so no single threshold segments the tumour perfectly); every other option as the defaults.
+  static PhantomOptions brats() {
+    return PhantomOptions().task(PhantomTask::brats_like).shape({48, 48, 48}).spacing({1.0, 1.0, 1.0})
+        .lesion_radius(5.0, 8.0).lesion_rim(0.35).distractors(2).bias_strength(0.25).snr(12);
+  }
 
   // What to simulate (modalities, structures, labels).
   PhantomOptions& task(PhantomTask v) { task_ = v; return *this; }
@@ -106,6 +165,9 @@ struct PhantomOptions {
   PhantomOptions& lesion_deformation(double v) { lesion_deformation_ = v; return *this; }
   // Enhancing rim thickness as a fraction of the normalised lesion radius, in [0, 1]; default 0.3.
   PhantomOptions& lesion_rim(double v) { lesion_rim_ = v; return *this; }
+  // brats_like: the edema extends to this multiple of the tumour core's size, range [lo, hi] drawn per case, in
+  // [1, 4]; default [1.5, 2.0]. (mmfnet_like ignores it.)
+  PhantomOptions& edema_scale(double lo, double hi) { edema_scale_ = {lo, hi}; return *this; }
   // Number of enhancing vessel-like distractors in the brain; default 3.
   PhantomOptions& distractors(int v) { distractors_ = v; return *this; }
   // Relative jitter of the head's semi-axes and centre, in [0, 0.2]; default 0.05.
@@ -124,6 +186,7 @@ struct PhantomOptions {
   Spacing spacing() const { return spacing_; }
   std::array<double, 2> lesion_radius() const { return lesion_radius_; }
   int lesion_lobes() const { return lesion_lobes_; }
+  std::array<double, 2> edema_scale() const { return edema_scale_; }
   double lesion_deformation() const { return lesion_deformation_; }
   double lesion_rim() const { return lesion_rim_; }
   int distractors() const { return distractors_; }
@@ -141,6 +204,7 @@ struct PhantomOptions {
   int lesion_lobes_ = 3;
   double lesion_deformation_ = 0.25;
   double lesion_rim_ = 0.3;
+  std::array<double, 2> edema_scale_{1.5, 2.0};
   int distractors_ = 3;
   double head_jitter_ = 0.05;
   double texture_ = 0.04;
@@ -152,7 +216,7 @@ struct PhantomOptions {
 struct Phantom {
   std::string name;                     // "phantom_s<seed>" (write_phantom_dataset renames it phantom_001, ...)
   Volume image;                         // one channel per modality (phantom_modalities(task) order)
-  LabelMap label;                       // 0 background, 1 lesion (phantom_labels(task))
+  LabelMap label;                       // phantom_labels(task): mmfnet_like 0 / 1 lesion, brats_like 0..3
   LabelMap tissues;                     // ground-truth PhantomTissue per voxel
   Volume bias;                          // the multiplicative bias field per modality (all 1 without bias)
   std::vector<std::string> modalities;  // channel names
@@ -257,6 +321,9 @@ inline void check_phantom_options(const PhantomOptions& o) {
   if (!(o.lesion_deformation() >= 0 && o.lesion_deformation() <= 0.9))
     fail<value_error>(who, "lesion_deformation", "a value in [0, 0.9]", o.lesion_deformation());
   if (!(o.lesion_rim() >= 0 && o.lesion_rim() <= 1)) fail<value_error>(who, "lesion_rim", "a value in [0, 1]", o.lesion_rim());
+  const auto es = o.edema_scale();
+  if (!(es[0] >= 1 && es[1] >= es[0] && es[1] <= 4))
+    fail<value_error>(who, "edema_scale", "1 <= lo <= hi <= 4", "[" + std::to_string(es[0]) + ", " + std::to_string(es[1]) + "]");
   if (o.distractors() < 0) fail<value_error>(who, "distractors", ">= 0", o.distractors());
   if (!(o.head_jitter() >= 0 && o.head_jitter() <= 0.2)) fail<value_error>(who, "head_jitter", "a value in [0, 0.2]", o.head_jitter());
   if (!(o.texture() >= 0 && o.texture() <= 0.5)) fail<value_error>(who, "texture", "a value in [0, 0.5]", o.texture());
@@ -418,6 +485,166 @@ inline Phantom make_mmfnet_like(const PhantomOptions& o, std::uint64_t seed) {
   return p;
 }
 
+// The brats_like task (see the top of the file). Parameter draws first, then the voxel loop, then the noise.
+inline Phantom make_brats_like(const PhantomOptions& o, std::uint64_t seed) {
+  Generator g(seed);
+  const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
+  const Spacing sp = o.spacing();
+  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};
+  const double jit = o.head_jitter();
+
+  // Brain (the skull-stripped volume): an ellipsoid; grey matter is a cortical shell whose inner surface is
+  // folded by a cosine field ("gyri"), a thin CSF layer outside it, two ventricles.
+  Ellipsoid brain;
+  const Vec3 brain_frac{0.40, 0.44, 0.38};
+  for (int a = 0; a < 3; ++a) {
+    brain.semi[a] = brain_frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
+    brain.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
+  }
+  constexpr double csf_from = 0.94, gm_from = 0.78, gm_fold = 0.07;
+  const CosineField gyri = random_cosine_field(g, 8, Vec3{1.0 / 8.0, 1.0 / 8.0, 1.0 / 8.0});
+  Ellipsoid ventricle[2];
+  {
+    const double s = g.uniform(0.85, 1.15);
+    const Vec3 semi{0.30 * brain.semi[0] * s, 0.32 * brain.semi[1] * s, 0.11 * brain.semi[2] * s};
+    const double off_x = 0.16 * brain.semi[2] * g.uniform(0.9, 1.1), off_y = 0.08 * brain.semi[1] * g.uniform(-1.0, 1.0);
+    for (int k = 0; k < 2; ++k) {
+      ventricle[k].semi = semi;
+      ventricle[k].centre = Vec3{brain.centre[0], brain.centre[1] + off_y, brain.centre[2] + (k ? off_x : -off_x)};
+    }
+  }
+
+  // Tumour core: lobes around a centre inside the brain, deformed as the mmfnet_like lesion; its outer shell of
+  // (locally varying) thickness is the enhancing rim, the inside necrosis; the edema is the same lobes scaled by
+  // edema_scale with their own deformation.
+  const double r_core = g.uniform(o.lesion_radius()[0], o.lesion_radius()[1]);
+  const double amp = o.lesion_deformation(), amp_e = 0.5 * o.lesion_deformation();
+  const double scale_e = g.uniform(o.edema_scale()[0], o.edema_scale()[1]);
+  Vec3 centre;
+  {
+    const double min_brain = std::min({brain.semi[0], brain.semi[1], brain.semi[2]});
+    const double max_r = std::clamp(1.0 - 1.2 * r_core / min_brain, 0.0, 0.6);
+    const Vec3 dir = random_direction(g);
+    const double rad = max_r * std::cbrt(g.uniform());
+    for (int a = 0; a < 3; ++a) centre[a] = brain.centre[a] + brain.semi[a] * rad * dir[a];
+  }
+  std::vector<Ellipsoid> lobes;
+  const int n_lobes = 1 + static_cast<int>(g.integer(static_cast<std::uint64_t>(o.lesion_lobes())));
+  for (int k = 0; k < n_lobes; ++k) {
+    Ellipsoid e;
+    e.axes = random_rotation(g);
+    const double r = k == 0 ? r_core : r_core * g.uniform(0.4, 0.75);
+    for (int a = 0; a < 3; ++a) e.semi[a] = r * g.uniform(0.7, 1.3);
+    e.centre = centre;
+    if (k > 0) {
+      const Vec3 dir = random_direction(g);
+      const double dist = r_core * g.uniform(0.4, 0.9);
+      for (int a = 0; a < 3; ++a) e.centre[a] += dist * dir[a];
+    }
+    lobes.push_back(e);
+  }
+  const double fmax = 1.0 / (2.0 * r_core);
+  const CosineField deform = random_cosine_field(g, 5, Vec3{fmax, fmax, fmax});
+  const CosineField deform_e = random_cosine_field(g, 5, Vec3{fmax / scale_e, fmax / scale_e, fmax / scale_e});
+  const CosineField rim_field = random_cosine_field(g, 4, Vec3{fmax, fmax, fmax});
+  double reach = 0;  // beyond this distance from `centre` no voxel is tumour or edema
+  for (const auto& e : lobes) {
+    double d = 0;
+    for (int a = 0; a < 3; ++a) d += (e.centre[a] - centre[a]) * (e.centre[a] - centre[a]);
+    reach = std::max(reach, std::sqrt(d) + e.max_semi() * std::max(1.0 + amp, scale_e * (1.0 + amp_e)));
+  }
+
+  // Enhancing vessel-like distractors (bright in T1ce only).
+  std::vector<Ellipsoid> vessels;
+  for (int k = 0; k < o.distractors(); ++k) {
+    Ellipsoid e;
+    e.axes = random_rotation(g);
+    e.semi = Vec3{g.uniform(0.8, 1.4), g.uniform(0.8, 1.4), g.uniform(5.0, 10.0)};
+    const Vec3 dir = random_direction(g);
+    const double rad = 0.75 * std::cbrt(g.uniform());
+    for (int a = 0; a < 3; ++a) e.centre[a] = brain.centre[a] + brain.semi[a] * rad * dir[a];
+    vessels.push_back(e);
+  }
+
+  const CosineField texture = random_cosine_field(g, 6, Vec3{1.0 / 12.0, 1.0 / 12.0, 1.0 / 12.0});
+  const index_t M = 4;
+  std::vector<CosineField> bias_fields;
+  for (index_t m = 0; m < M; ++m) bias_fields.push_back(random_cosine_field(g, 4, Vec3{1.0, 1.0, 1.0}));
+
+  Phantom p;
+  p.name = "phantom_s" + std::to_string(seed);
+  p.modalities = phantom_modalities(o.task());
+  p.labels = phantom_labels(o.task());
+  p.image = Volume(M, D, H, W, sp);
+  p.bias = Volume(M, D, H, W, sp);
+  p.label = LabelMap(D, H, W, sp);
+  p.tissues = LabelMap(D, H, W, sp);
+  const index_t n = D * H * W;
+  for (index_t z = 0; z < D; ++z)
+    for (index_t y = 0; y < H; ++y)
+      for (index_t x = 0; x < W; ++x) {
+        const Vec3 pos{(static_cast<double>(z) + 0.5) * sp[0] - 0.5 * fov[0], (static_cast<double>(y) + 0.5) * sp[1] - 0.5 * fov[1],
+                       (static_cast<double>(x) + 0.5) * sp[2] - 0.5 * fov[2]};
+        const double r = brain.norm(pos);
+        PhantomTissue t = PhantomTissue::air;
+        std::uint8_t label = 0;
+        if (r <= 1.0) {
+          t = r > csf_from ? PhantomTissue::csf
+              : r > gm_from + gm_fold * gyri(pos) ? PhantomTissue::grey_matter
+                                                  : PhantomTissue::white_matter;
+          if (ventricle[0].norm(pos) <= 1.0 || ventricle[1].norm(pos) <= 1.0) t = PhantomTissue::csf;
+          for (const auto& e : vessels)
+            if (t != PhantomTissue::csf && e.norm(pos) <= 1.0) t = PhantomTissue::vessel;
+          double d2 = 0;
+          for (int a = 0; a < 3; ++a) d2 += (pos[a] - centre[a]) * (pos[a] - centre[a]);
+          if (d2 <= reach * reach) {
+            double s = std::numeric_limits<double>::infinity();
+            for (const auto& e : lobes) s = std::min(s, e.norm(pos));
+            const Vec3 rel{pos[0] - centre[0], pos[1] - centre[1], pos[2] - centre[2]};
+            const double s_core = s + amp * deform(rel);
+            const double rim = std::clamp(o.lesion_rim() * (1.0 + 0.5 * rim_field(rel)), 0.0, 1.0);
+            if (s_core <= 1.0) {
+              t = s_core > 1.0 - rim ? PhantomTissue::enhancing : PhantomTissue::necrosis;
+              label = t == PhantomTissue::enhancing ? 3 : 2;
+            } else if (t != PhantomTissue::csf && s / scale_e + amp_e * deform_e(rel) <= 1.0) {
+              t = PhantomTissue::edema;  // edema spreads through the parenchyma, not into CSF
+              label = 1;
+            }
+          }
+        }
+        const index_t v = (z * H + y) * W + x;
+        p.tissues.data[static_cast<std::size_t>(v)] = static_cast<std::uint8_t>(t);
+        p.label.data[static_cast<std::size_t>(v)] = label;
+        const double tex = t == PhantomTissue::air ? 1.0 : 1.0 + o.texture() * texture(pos);
+        const Vec3 u{pos[0] / fov[0], pos[1] / fov[1], pos[2] / fov[2]};
+        for (index_t m = 0; m < M; ++m) {
+          const double b = o.bias_strength() > 0 ? std::exp(o.bias_strength() * bias_fields[static_cast<std::size_t>(m)](u)) : 1.0;
+          p.bias.data[static_cast<std::size_t>(m * n + v)] = static_cast<float>(b);
+          p.image.data[static_cast<std::size_t>(m * n + v)] = static_cast<float>(brats_tissue_intensity(t, m) * tex * b);
+        }
+      }
+
+  // Noise last, voxel by voxel in (modality, z, y, x) order, inside the brain only: outside stays exactly 0
+  // (skull-stripped, as BraTS), so the non-zero mask is the brain.
+  if (o.noise() != PhantomNoise::none) {
+    for (index_t m = 0; m < M; ++m) {
+      const double sigma = brats_tissue_intensity(PhantomTissue::white_matter, m) / o.snr();
+      float* c = p.image.channel(m);
+      for (index_t i = 0; i < n; ++i) {
+        if (p.tissues.data[static_cast<std::size_t>(i)] == static_cast<std::uint8_t>(PhantomTissue::air)) continue;
+        const double s = c[i];
+        if (o.noise() == PhantomNoise::gaussian) {
+          c[i] = static_cast<float>(s + sigma * g.normal());
+        } else {
+          const double re = s + sigma * g.normal(), im = sigma * g.normal();
+          c[i] = static_cast<float>(std::sqrt(re * re + im * im));
+        }
+      }
+    }
+  }
+  return p;
+}
+
 }  // namespace detail
 
 // A phantom drawn from `seed` (see the top of this file). Invalid options raise value_error naming the option.
@@ -425,6 +652,7 @@ inline Phantom make_phantom(const PhantomOptions& options, std::uint64_t seed) {
   detail::check_phantom_options(options);
   switch (options.task()) {
     case PhantomTask::mmfnet_like: return detail::make_mmfnet_like(options, seed);
+    case PhantomTask::brats_like: return detail::make_brats_like(options, seed);
   }
   fail<value_error>("mmnet::data::make_phantom", "task", "a PhantomTask", static_cast<int>(options.task()));
 }

@@ -12,6 +12,7 @@
 //   metrics::MetricOptions opt;  opt.nsd_tolerance_mm = 2.0;
 //   auto m = metrics::evaluate(pred_bytes, truth_bytes, {d, h, w}, {3.0, 0.8, 0.6}, opt);   // m.dice, m.hd95 ...
 //   auto per = metrics::evaluate_regions(pred_labels, truth_labels, dims, spacing, metrics::brats_regions());
+//   (metrics::nnunet_brats_regions() for nnU-Net's converted labels 1 edema, 2 non-enhancing, 3 enhancing)
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -111,6 +112,10 @@ inline std::vector<Region> label_regions(std::int64_t num_labels) {
 inline std::vector<Region> brats_regions(std::int64_t et_label = 4) {
   return {{"WT", {1, 2, et_label}}, {"TC", {1, et_label}}, {"ET", {et_label}}};
 }
+
+// The same regions on nnU-Net's converted BraTS labels (1 edema, 2 non-enhancing / necrosis, 3 enhancing; MSD
+// Task01 and the mmnet brats_like phantom): WT = {1, 2, 3}, TC = {2, 3}, ET = {3} (MAML spec §5).
+inline std::vector<Region> nnunet_brats_regions() { return {{"WT", {1, 2, 3}}, {"TC", {2, 3}}, {"ET", {3}}}; }
 
 // Label volumes (any integral or floating label type; floating labels are compared after rounding to int64).
 template <class L>
