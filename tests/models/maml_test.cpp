@@ -419,6 +419,16 @@ TEST_CASE_TEMPLATE("MAML: single-modality path (§8 point 7)", T, float, double)
   for (index_t k = 0; k < 3; ++k)
     CHECK(o1[static_cast<std::size_t>(net.output_index(1, k))].to_vector() ==
           full[static_cast<std::size_t>(net.output_index(1, k))].to_vector());
+  // backward: dL/dx has x's shape; with M channels the absent one is zero, the present one the same
+  Loss<T> loss(MAMLLossOptions::code(3));
+  loss.forward(o1, labels<T>(fx));
+  const auto d1 = net.backward(loss.backward());
+  CHECK(d1.shape() == x1[1].shape());
+  loss.forward(net.forward(fx.tensor<T>("tiny/x"), {1}), labels<T>(fx));
+  const auto d2 = nn::split_channels(net.backward(loss.backward()), {1, 1});
+  CHECK(max_abs(as_double(d2[0])) == 0);
+  CHECK(d2[1].to_vector() == d1.to_vector());
+  CHECK(max_abs(as_double(d1)) > 0);
 }
 
 TEST_CASE_TEMPLATE("MAML: predict", T, float, double) {
