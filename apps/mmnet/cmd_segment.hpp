@@ -1,9 +1,11 @@
 // apps/mmnet/cmd_segment.hpp: `mmnet segment`: a trained run's model on a split of a data set. The model is rebuilt
 // from config.json next to the weights (a checkpoint of another model or config is refused), each case gets the
 // training preprocessing (T1 body box, body z-score with the clips, crop), Gaussian sliding-window inference with
-// the training patch as the window (optional mirror TTA over H and W, the augmented axes), threshold 0.5,
-// optional largest connected component, then the crop is undone and PRED/CASE.nii.gz is written with the case's
-// reference header (same geometry as the input). --png adds PRED/CASE.png: the CET1 slice through the middle of
+// the training patch as the window (optional mirror TTA over H and W, the augmented axes; all three axes for
+// MAML), threshold 0.5 (MMFNet) or argmax (MAML), optional largest connected component (binary models), then the crop is undone and PRED/CASE.nii.gz is written with the case's
+// reference header (same geometry as the input). MAML with --modalities: only those modalities are read into the
+// network (the branch of a single one, the fused head for all, the mean of the branches for 2..M-1; spec §4.5).
+// --png adds PRED/CASE.png: the CET1 (T1ce) slice through the middle of
 // the predicted lesion (the volume's middle slice when nothing is predicted), prediction red, truth outline green.
 #pragma once
 #include <CLI/CLI.hpp>
@@ -21,16 +23,18 @@
 #include <mmnet/inference/postprocess.hpp>
 #include <mmnet/inference/sliding_window.hpp>
 #include <mmnet/io/checkpoint.hpp>
+#include <mmnet/maml.hpp>
 #include <mmnet/mmfnet.hpp>
 
 #include "cli_common.hpp"
+#include "models.hpp"
 #include "pipeline.hpp"
 #include "png.hpp"
 
 namespace mmnet_cli {
 
 struct SegmentArgs {
-  std::string weights, data, split = "test", out;
+  std::string weights, data, split = "test", out, modalities;
   double overlap = 0.5;
   bool tta = false, png = false, largest = false;
   int threads = 0;
@@ -46,6 +50,7 @@ inline CLI::App* add_segment_command(CLI::App& app, SegmentArgs& a) {
   c->add_option("--overlap", a.overlap, "Sliding-window overlap in [0, 1)")->capture_default_str();
   c->add_flag("--tta", a.tta, "Mirror test-time augmentation over H and W (4 network calls per window)");
   c->add_flag("--largest-component", a.largest, "Keep only the largest connected component (26-connectivity)");
+  c->add_option("--modalities", a.modalities, "maml: the modalities available, e.g. T1ce or T1ce,FLAIR (names or indices; default all)");
   c->add_flag("--png", a.png, "Also write a mid-lesion CET1 slice with the prediction overlaid, CASE.png");
   c->add_option("--threads", a.threads, "Threads (0: OpenMP's default)")->capture_default_str();
   return c;
@@ -59,11 +64,30 @@ inline index_t overlay_slice(const mmnet::data::LabelMap& pred) {
   return b.empty() ? pred.depth / 2 : (b.begin[0] + b.end[0] - 1) / 2;
 }
 
+// The channel shown under the overlay (of the channels given to the network, `present` in the run's modality
+// order) and its grey range: the contrast-enhanced T1 when present (CET1 / T1ce), else the first; MMFNet's clip
+// range of that channel, or [-2.5, 3.5] (z-scores) without clips.
+struct OverlayChannel {
+  index_t channel = 0;
+  double lo = -2.5, hi = 3.5;
+};
+inline OverlayChannel overlay_channel(const RunConfig& rc, const std::vector<index_t>& present) {
+  OverlayChannel o;
+  for (std::size_t i = 0; i < present.size(); ++i) {
+    const std::string& n = rc.modalities[static_cast<std::size_t>(present[i])];
+    if (n == "CET1" || n == "T1ce" || n == "T1c" || n == "T1Gd") o.channel = static_cast<index_t>(i);
+  }
+  if (present.size() == 3 && rc.modalities.size() == 3 && !rc.nonzero()) o.channel = 2;  // MMFNet's (T1, T2, CET1)
+  const std::size_t m = static_cast<std::size_t>(present[static_cast<std::size_t>(o.channel)]);
+  if (m < rc.clips.size()) o.lo = rc.clips[m][0], o.hi = rc.clips[m][1];
+  return o;
+}
+
 inline void write_overlay(const std::string& path, const PreparedCase& c, const mmnet::data::LabelMap& pred,
-                          const std::optional<mmnet::data::LabelMap>& truth, const RunConfig& rc) {
+                          const std::optional<mmnet::data::LabelMap>& truth, const OverlayChannel& oc) {
   const auto& img = c.full_image;
-  const index_t ch = img.channels >= 3 ? 2 : 0;  // CET1 when there are three modalities
-  const double lo = rc.clips[static_cast<std::size_t>(ch)][0], hi = rc.clips[static_cast<std::size_t>(ch)][1];
+  const index_t ch = oc.channel;
+  const double lo = oc.lo, hi = oc.hi;
   const index_t z = overlay_slice(pred), H = img.height, W = img.width, s = 3;  // 3x nearest upscaling
   std::vector<std::uint8_t> rgb(static_cast<std::size_t>(H * s * W * s * 3));
   auto on = [&](const mmnet::data::LabelMap& m, index_t y, index_t x) {
@@ -90,6 +114,37 @@ inline void write_overlay(const std::string& path, const PreparedCase& c, const 
 
 }  // namespace segment_detail
 
+// The model of a run, rebuilt and loaded, as a probability function over windows: N x M x roi -> N x C x roi.
+class SegmentModel {
+ public:
+  SegmentModel(const ModelSpec& spec, const RunConfig& rc, const mmnet::io::Checkpoint& ck, const std::string& weights,
+               const mmnet::models::ModalitySet& present)
+      : present_(present) {
+    try {
+      if (spec.kind == ModelKind::maml) {
+        maml_ = std::make_unique<mmnet::MAML<float, mmnet::cpu>>(*spec.maml);
+        maml_->load_state_dict(ck.model, /*strict=*/true);
+        maml_->eval();
+      } else {
+        mmfnet_ = std::make_unique<mmnet::MMFNet<float, mmnet::cpu>>(*spec.mmfnet);
+        mmfnet_->load_state_dict(ck.model, /*strict=*/true);
+        mmfnet_->eval();
+      }
+    } catch (const mmnet::error& e) {
+      throw cli_error(weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
+    }
+    (void)rc;
+  }
+  mmnet::Tensor<float, mmnet::cpu> operator()(const mmnet::Tensor<float, mmnet::cpu>& x) {
+    return maml_ ? maml_->predict(x, present_) : mmfnet_->forward(x);
+  }
+
+ private:
+  mmnet::models::ModalitySet present_;
+  std::unique_ptr<mmnet::MAML<float, mmnet::cpu>> maml_;
+  std::unique_ptr<mmnet::MMFNet<float, mmnet::cpu>> mmfnet_;
+};
+
 inline int run_segment(const SegmentArgs& a) {
   using namespace segment_detail;
   if (a.threads < 0) throw cli_error("--threads: expected >= 0, got " + std::to_string(a.threads));
@@ -99,25 +154,26 @@ inline int run_segment(const SegmentArgs& a) {
   if (!fs::exists(a.weights, ec)) throw cli_error(a.weights + ": no such checkpoint (--weights)");
   const std::string config_path = join_path(fs::path(a.weights).parent_path().string(), "config.json");
   const RunConfig rc = RunConfig::read(config_path);
-  const mmnet::MMFNetOptions mo = options_for(rc.model, rc.config);
-  if (static_cast<index_t>(rc.modalities.size()) != mo.modalities())
-    throw cli_error(config_path + ": " + std::to_string(rc.modalities.size()) + " modalities for mmfnet " + rc.config);
+  const ModelSpec spec = model_spec(rc.model, rc.config);
+  if (static_cast<index_t>(rc.modalities.size()) != spec.modalities())
+    throw cli_error(config_path + ": " + std::to_string(rc.modalities.size()) + " modalities for " + spec.name());
+  mmnet::models::ModalitySet present;
+  for (index_t m = 0; m < spec.modalities(); ++m) present.push_back(m);
+  if (!a.modalities.empty()) {
+    if (spec.kind != ModelKind::maml) throw cli_error("--modalities: only for a maml run (" + spec.name() + " needs all)");
+    present = parse_modalities(a.modalities, rc.modalities);
+  }
+  const bool all_present = static_cast<index_t>(present.size()) == spec.modalities();
 
   // The weights must be this run's model: the checkpoint's model name and every tensor shape.
   const mmnet::io::Checkpoint ck = mmnet::io::read_checkpoint(a.weights);
   if (!ck.model_name.empty() && ck.model_name != rc.checkpoint_name())
     throw cli_error(a.weights + ": a checkpoint of " + ck.model_name + ", but " + config_path + " describes " +
                     rc.checkpoint_name());
-  mmnet::MMFNet<float, mmnet::cpu> net(mo);
-  try {
-    net.load_state_dict(ck.model, /*strict=*/true);
-  } catch (const mmnet::error& e) {
-    throw cli_error(a.weights + ": does not fit mmfnet " + rc.config + " (" + e.what() + ")");
-  }
-  net.eval();
+  SegmentModel net(spec, rc, ck, a.weights, present);
 
   const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
-  check_dataset_fits(ds, mo.modalities(), "the model of " + config_path);
+  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
   for (std::size_t m = 0; m < rc.modalities.size(); ++m)
     if (ds.modalities[m] != rc.modalities[m])
       throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
@@ -127,22 +183,34 @@ inline int run_segment(const SegmentArgs& a) {
 
   auto sw = mmnet::inference::SlidingWindowOptions({rc.patch[0], rc.patch[1], rc.patch[2]})
                 .overlap(a.overlap).mode(mmnet::inference::BlendMode::gaussian);
-  if (a.tta) sw.mirror_axes({1, 2});
-  auto post = mmnet::inference::PostprocessOptions::threshold(0.5);
-  if (a.largest) post.component_filter(mmnet::inference::keep_largest_component(26));
+  if (spec.kind == ModelKind::maml)  // nnU-Net's tiles and Gaussian (MAML spec §4.6); MMFNet keeps MONAI's
+    sw.placement(mmnet::inference::WindowPlacement::nnunet).gaussian_style(mmnet::inference::GaussianStyle::nnunet);
+  if (a.tta) sw.mirror_axes(spec.kind == ModelKind::maml ? std::vector<int>{0, 1, 2} : std::vector<int>{1, 2});
+  auto post = spec.output_channels() == 1 ? mmnet::inference::PostprocessOptions::threshold(0.5)
+                                          : mmnet::inference::PostprocessOptions::argmax();
+  if (a.largest) {
+    if (spec.output_channels() != 1) throw cli_error("--largest-component: only for binary models (" + spec.name() + " is multi-class)");
+    post.component_filter(mmnet::inference::keep_largest_component(26));
+  }
   const auto norm = rc.normalize_options();
+  std::string used;
+  for (auto m : present) used += (used.empty() ? "" : ",") + rc.modalities[static_cast<std::size_t>(m)];
 
   OutputGuard guard;
   guard.make_dir(a.out);
-  std::printf("segment: mmfnet %s from %s, %zu %s cases of %s, window %s, overlap %s, gaussian%s%s\n", rc.config.c_str(),
+  std::printf("segment: %s from %s, %zu %s cases of %s, window %s, overlap %s, gaussian%s%s%s\n", spec.name().c_str(),
               a.weights.c_str(), cases.size(), a.split.c_str(), a.data.c_str(), shape_str(rc.patch).c_str(),
-              fmt(a.overlap, 2).c_str(), a.tta ? ", mirror TTA (H, W)" : "", a.largest ? ", largest component" : "");
+              fmt(a.overlap, 2).c_str(), a.tta ? (spec.kind == ModelKind::maml ? ", mirror TTA (D, H, W)" : ", mirror TTA (H, W)") : "",
+              a.largest ? ", largest component" : "",
+              all_present ? "" : (", modalities " + used + (present.size() == 1 ? " (its branch)" : " (mean of their branches)")).c_str());
   std::fflush(stdout);
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    const PreparedCase c = prepare_case(mmnet::data::load_case(ds, cases[i]), norm, a.png);
+    mmnet::data::LoadedCase lc = mmnet::data::load_case(ds, cases[i]);
+    if (!all_present) select_channels(lc, present);
+    const PreparedCase c = prepare_case(std::move(lc), norm, a.png);
     const auto probs = mmnet::inference::sliding_window_inference<mmnet::cpu, float>(
-        c.image, [&](const mmnet::Tensor<float, mmnet::cpu>& x) { return net.forward(x); }, sw);
+        c.image, [&](const mmnet::Tensor<float, mmnet::cpu>& x) { return net(x); }, sw);
     const mmnet::data::LabelMap cropped = mmnet::inference::to_label_map(probs, post);
     const mmnet::data::LabelMap full = mmnet::data::uncrop(cropped, c.box, c.depth, c.height, c.width);
     const std::string path = join_path(a.out, c.name + ".nii.gz");
@@ -155,7 +223,7 @@ inline int run_segment(const SegmentArgs& a) {
       if (c.label) truth = mmnet::data::uncrop(*c.label, c.box, c.depth, c.height, c.width);
       const std::string png = join_path(a.out, c.name + ".png");
       guard.add(png);
-      write_overlay(png, c, full, truth, rc);
+      write_overlay(png, c, full, truth, overlay_channel(rc, present));
     }
     const double voxel_ml = full.spacing[0] * full.spacing[1] * full.spacing[2] / 1000.0;
     std::printf("segment: [%zu/%zu] %s: %lld foreground voxels (%s ml), %.1f s -> %s\n", i + 1, cases.size(), c.name.c_str(),

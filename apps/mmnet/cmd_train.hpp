@@ -1,9 +1,12 @@
-// apps/mmnet/cmd_train.hpp: `mmnet train`: MMFNet on an MSD-layout data set with the library's pieces:
-// load_case -> prepare_case (T1 body box, body z-score with MMFNet's clips, crop) -> the last val_fraction of the
-// training cases held out for validation -> PatchSampler (1/3 of each batch forced to hold foreground) +
-// BatchLoader (background thread, batch k a pure function of (seed, k), MMFNet's augmentation: H/W flips,
-// rotation +-5 degrees) -> train::Trainer (soft Dice on the sigmoid output as MMFNet's spec, Adam) with
-// validation Dice per epoch by Gaussian sliding-window inference on the whole validation cases, threshold 0.5.
+// apps/mmnet/cmd_train.hpp: `mmnet train`: MMFNet or MAML on an MSD-layout data set with the library's pieces:
+// load_case -> prepare_case (MMFNet: T1 body box, body z-score with MMFNet's clips, crop; MAML: nnU-Net's non-zero
+// crop and masked z-score) -> the last val_fraction of the training cases held out for validation ->
+// PatchSampler (1/3 of each batch forced to hold foreground) + BatchLoader (background thread, batch k a pure
+// function of (seed, k); MMFNet's augmentation: H/W flips, rotation +-5 degrees; MAML: flips of all three axes,
+// rotation) -> train::Trainer with validation Dice per epoch by Gaussian sliding-window inference on the whole
+// validation cases. MMFNet: soft Dice on the sigmoid output (its spec §3), Adam, threshold 0.5. MAML: the
+// joint + intra Dice-CE with deep supervision (spec §3, code or paper weights), SGD-Nesterov with poly LR and
+// clipping at 12 (nnU-Net, the official code) or Adam-AMSGrad, argmax; optional random modality dropout.
 // Writes RUN/config.json, RUN/last.h5, RUN/best.h5, RUN/log.csv, RUN/curves.svg. --resume continues from
 // RUN/last.h5 exactly (same weights and losses as an uninterrupted run).
 #pragma once
@@ -11,6 +14,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -24,10 +28,13 @@
 #include <mmnet/inference/postprocess.hpp>
 #include <mmnet/inference/sliding_window.hpp>
 #include <mmnet/metrics/metrics.hpp>
+#include <mmnet/maml.hpp>
 #include <mmnet/mmfnet.hpp>
+#include <mmnet/optim/sgd.hpp>
 #include <mmnet/train/trainer.hpp>
 
 #include "cli_common.hpp"
+#include "models.hpp"
 #include "pipeline.hpp"
 
 namespace mmnet_cli {
@@ -35,27 +42,43 @@ namespace mmnet_cli {
 // Defaults = what scripts/main.sh runs.
 struct TrainArgs {
   std::string data, model = "mmfnet", config = "small", out, patch = "16x48x48", progress = "auto";
+  std::string optimizer, loss = "code";  // optimizer "": the model's default (mmfnet adam, maml sgd)
   int epochs = 8, iterations = 20, batch = 2, threads = 0;
-  double lr = 3e-3, val_fraction = 0.2;
+  double lr = 0, val_fraction = 0.2, modality_dropout = 0;  // lr 0: the default of the optimizer and model
   unsigned long long seed = 0;
   bool resume = false;
   // Which options were given on the command line (a resumed run keeps config.json's values otherwise).
   CLI::Option *o_model = nullptr, *o_config = nullptr, *o_patch = nullptr, *o_iterations = nullptr, *o_batch = nullptr,
-              *o_lr = nullptr, *o_val = nullptr, *o_seed = nullptr, *o_epochs = nullptr, *o_data = nullptr;
+              *o_lr = nullptr, *o_val = nullptr, *o_seed = nullptr, *o_epochs = nullptr, *o_data = nullptr,
+              *o_optimizer = nullptr, *o_loss = nullptr, *o_dropout = nullptr;
 };
 
+// Default learning rates: MMFNet Adam 3e-3 (the phantom runs; its spec's 1e-3 is for 256 x 256 slabs), nnU-Net's
+// SGD 0.01 (MAML spec §4.1), Adam 3e-4 (MAML's paper preset).
+inline double default_lr(ModelKind k, const std::string& optimizer) {
+  if (optimizer == "sgd") return 0.01;
+  return k == ModelKind::mmfnet ? 3e-3 : 3e-4;
+}
+
 inline CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
-  auto* c = app.add_subcommand("train", "Train MMFNet on an MSD-layout data set; writes RUN/{best,last}.h5, log.csv, curves.svg, config.json");
+  auto* c = app.add_subcommand("train", "Train MMFNet or MAML on an MSD-layout data set; writes RUN/{best,last}.h5, log.csv, curves.svg, config.json");
   c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   a.o_data = c->add_option("--data", a.data, "Data set directory (dataset.json; the training split is used)");
-  a.o_model = c->add_option("--model", a.model, "Model (mmfnet)")->capture_default_str();
-  a.o_config = c->add_option("--config", a.config, "Preset (small, tiny, paper, ...)")->capture_default_str()->check(CLI::IsMember(preset_names()));
+  a.o_model = c->add_option("--model", a.model, "Model (mmfnet, maml)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  a.o_config = c->add_option("--config", a.config, "Preset (mmfnet: small, tiny, paper, ...; maml: small, tiny, brats, liver, ...)")
+                   ->capture_default_str()->check(CLI::IsMember(all_config_names()));
   c->add_option("--out", a.out, "Run directory")->required();
   a.o_epochs = c->add_option("--epochs", a.epochs, "Epochs (a resumed run continues up to this many)")->capture_default_str();
   a.o_iterations = c->add_option("--iterations", a.iterations, "Optimizer steps per epoch")->capture_default_str();
   a.o_batch = c->add_option("--batch", a.batch, "Patches per batch")->capture_default_str();
   a.o_patch = c->add_option("--patch", a.patch, "Patch size DxHxW (multiples of 2^levels; also the inference window)")->capture_default_str();
-  a.o_lr = c->add_option("--lr", a.lr, "Adam learning rate")->capture_default_str();
+  a.o_lr = c->add_option("--lr", a.lr, "Learning rate (0: mmfnet Adam 3e-3; maml SGD 0.01, Adam 3e-4)")->capture_default_str();
+  a.o_optimizer = c->add_option("--optimizer", a.optimizer, "adam, or sgd (Nesterov 0.99, wd 3e-5, poly LR, clip 12; AMSGrad for maml's adam); default mmfnet adam, maml sgd")
+                      ->check(CLI::IsMember({"adam", "sgd"}));
+  a.o_loss = c->add_option("--loss", a.loss, "maml: loss weights of the official code or of the paper (spec §3.3)")
+                 ->capture_default_str()->check(CLI::IsMember({"code", "paper"}));
+  a.o_dropout = c->add_option("--modality-dropout", a.modality_dropout, "maml: probability that a training step drops a random proper subset of the modalities")
+                    ->capture_default_str();
   a.o_val = c->add_option("--val-fraction", a.val_fraction, "Fraction of the training cases held out for validation (the last ones)")->capture_default_str();
   c->add_flag("--resume", a.resume, "Continue RUN/last.h5 with RUN/config.json's settings (--epochs may grow)");
   c->add_option("--threads", a.threads, "Threads (0: OpenMP's default)")->capture_default_str();
@@ -67,23 +90,31 @@ inline CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
 
 namespace train_detail {
 
-// Mean Dice of the thresholded sliding-window prediction over the validation cases (whole cropped volumes).
-template <class Net>
-double validation_dice(Net& net, const std::vector<PreparedCase>& val, const RunConfig& rc) {
+// Mean foreground Dice of the sliding-window prediction over the validation cases (whole cropped volumes):
+// predict(x) returns N x C x roi probabilities (C = 1: threshold 0.5; C > 1: argmax, Dice averaged over labels
+// 1..C-1, nnU-Net's validation Dice; a label absent from both prediction and truth is left out).
+template <class Predict>
+double validation_dice(Predict&& predict, index_t channels, const std::vector<PreparedCase>& val, const RunConfig& rc) {
   auto opt = mmnet::inference::SlidingWindowOptions({rc.patch[0], rc.patch[1], rc.patch[2]})
                  .overlap(0.25).mode(mmnet::inference::BlendMode::gaussian);
+  if (channels > 1)  // MAML: nnU-Net's tiles and Gaussian, as segment uses
+    opt.placement(mmnet::inference::WindowPlacement::nnunet).gaussian_style(mmnet::inference::GaussianStyle::nnunet);
   mmnet::metrics::MetricOptions mo;
   mo.surface = false;
+  const auto post = channels == 1 ? mmnet::inference::PostprocessOptions::threshold(0.5)
+                                  : mmnet::inference::PostprocessOptions::argmax();
+  const auto regions = mmnet::metrics::label_regions(channels == 1 ? 1 : channels - 1);
   double sum = 0;
   int n = 0;
   for (const auto& c : val) {
     const auto probs = mmnet::inference::sliding_window_inference<mmnet::cpu, float>(
-        c.image, [&](const mmnet::Tensor<float, mmnet::cpu>& x) { return net.forward(x); }, opt);
-    const auto pred = mmnet::inference::to_label_map(probs, mmnet::inference::PostprocessOptions::threshold(0.5));
-    const auto m = mmnet::metrics::evaluate(pred.data.data(), c.label->data.data(),
-                                            mmnet::ops::Dims3{pred.depth, pred.height, pred.width},
-                                            {1.0, 1.0, 1.0}, mo);
-    if (!std::isnan(m.dice)) sum += m.dice, ++n;
+        c.image, [&](const mmnet::Tensor<float, mmnet::cpu>& x) { return predict(x); }, opt);
+    const auto pred = mmnet::inference::to_label_map(probs, post);
+    const auto ms = mmnet::metrics::evaluate_regions(pred.data, c.label->data,
+                                                     mmnet::ops::Dims3{pred.depth, pred.height, pred.width},
+                                                     {1.0, 1.0, 1.0}, regions, mo);
+    for (const auto& m : ms)
+      if (!std::isnan(m.dice)) sum += m.dice, ++n;
   }
   return n ? sum / n : 0.0;
 }
@@ -93,6 +124,147 @@ inline mmnet::train::ProgressMode progress_mode(const std::string& s) {
   if (s == "lines") return mmnet::train::ProgressMode::lines;
   if (s == "off") return mmnet::train::ProgressMode::off;
   return mmnet::train::ProgressMode::automatic;
+}
+
+// What run_train prepared for the model-specific part.
+struct TrainContext {
+  const TrainArgs& args;
+  RunConfig& rc;
+  const ModelSpec& spec;
+  std::vector<PreparedCase>& train_cases;
+  std::vector<PreparedCase>& val_cases;
+  OutputGuard& guard;
+  std::string last;
+};
+
+// The loop shared by the models: trainer options, batches from the loader, resume, fit, the closing lines.
+// configure(trainer) tracks generators; epoch_lr(e), when set, gives the learning rate of epoch e (0-based; set
+// before it starts, also after a resume); describe is the model part of the start line.
+template <class Net, class LossFn, class Validate, class Configure>
+int fit(TrainContext& cx, Net& net, mmnet::optim::OptimizerBase& opt, LossFn loss_fn, Validate validate_fn,
+        double clip, Configure configure, const std::function<double(int)>& epoch_lr, const std::string& describe,
+        const mmnet::data::AugmentOptions& aug) {
+  const RunConfig& rc = cx.rc;
+  const auto topt = mmnet::train::TrainerOptions()
+                        .epochs(rc.epochs)
+                        .iterations_per_epoch(rc.iterations)
+                        .output_dir(cx.args.out)
+                        .model_name(rc.checkpoint_name())
+                        .metric_name("dice")
+                        .clip_grad_norm(clip)
+                        .progress(progress_mode(cx.args.progress))
+                        .progress_every(std::max(1, std::min(10, rc.iterations)));
+  using Trainer = mmnet::train::Trainer<Net>;
+  Trainer trainer(net, opt, loss_fn, topt);
+  trainer.progress_stream(std::cout);
+  configure(trainer);
+  if (cx.args.resume) trainer.resume(cx.args.out);
+  if (epoch_lr) opt.set_lr(epoch_lr(trainer.epoch()));
+  trainer.on_epoch_end([&](const mmnet::train::EpochRecord& rec, bool) {
+    cx.guard.commit();  // a resumable run now
+    if (epoch_lr) opt.set_lr(epoch_lr(rec.epoch + 1));
+  });
+
+  // Batches: batch k = epoch * iterations + iteration, a pure function of (seed, k).
+  std::vector<mmnet::data::Case> sampler_cases;
+  for (auto& c : cx.train_cases) sampler_cases.push_back({c.image, *c.label, c.name, {}});
+  auto sampler = std::make_shared<mmnet::data::PatchSampler>(
+      std::move(sampler_cases), mmnet::data::SamplerOptions({rc.patch[0], rc.patch[1], rc.patch[2]}).pad_value(rc.pad_values()));
+  const index_t start = static_cast<index_t>(trainer.epoch()) * rc.iterations + trainer.iteration();
+  mmnet::data::BatchLoader loader(sampler, mmnet::data::LoaderOptions(rc.batch).seed(rc.seed).start_batch(start).augment(aug));
+  auto batches = [&](int epoch, int it) {
+    mmnet::data::Batch b = loader.next();
+    const index_t want = static_cast<index_t>(epoch) * rc.iterations + it;
+    if (b.index != want)
+      throw std::logic_error("batch " + std::to_string(b.index) + " arrived for step " + std::to_string(want));
+    return mmnet::train::Batch<float, mmnet::cpu>{b.images, b.labels};
+  };
+  typename Trainer::ValidationFn validate;
+  if (!cx.val_cases.empty())
+    validate = [&](Net& m) { return mmnet::train::ValidationResult{validate_fn(m), std::nullopt}; };
+
+  std::printf("train: %s %s (%lld parameters), %zu training + %zu validation cases, patch %s, batch %d, %d epochs x %d "
+              "iterations, %s, validation: sliding-window Dice on the validation cases%s\n",
+              rc.model.c_str(), rc.config.c_str(), static_cast<long long>(net.num_parameters()), cx.train_cases.size(),
+              cx.val_cases.size(), shape_str(rc.patch).c_str(), rc.batch, rc.epochs, rc.iterations, describe.c_str(),
+              cx.args.resume ? (", resuming at epoch " + std::to_string(trainer.epoch() + 1) + " iteration " +
+                                std::to_string(trainer.iteration())).c_str() : "");
+  std::fflush(stdout);
+  const auto r = trainer.fit(batches, validate);
+  loader.stop();
+  cx.guard.commit();
+  const std::string best = join_path(cx.args.out, "best.h5");
+  std::error_code ec;
+  if (cx.val_cases.empty() && r.status != mmnet::train::FitStatus::interrupted) {
+    fs::copy_file(cx.last, best, fs::copy_options::overwrite_existing, ec);  // no validation: the last state is the best
+    if (ec) throw cli_error(best + ": cannot write (" + ec.message() + ")");
+  }
+  if (r.status == mmnet::train::FitStatus::interrupted) {
+    std::printf("train: interrupted; continue with: mmnet train --out %s --resume\n", cx.args.out.c_str());
+    return 130;
+  }
+  if (r.best_epoch >= 0)
+    std::printf("train: best epoch %d, validation dice %s\n", r.best_epoch + 1, fmt(r.best_value).c_str());
+  std::printf("train: %s (best), %s, log.csv, curves.svg, config.json in %s\n", best.c_str(), cx.last.c_str(),
+              cx.args.out.c_str());
+  return 0;
+}
+
+inline int train_mmfnet(TrainContext& cx) {
+  const RunConfig& rc = cx.rc;
+  mmnet::Generator init(rc.seed);
+  mmnet::MMFNet<float, mmnet::cpu> net(*cx.spec.mmfnet, init);
+  mmnet::losses::SoftDice<float, mmnet::cpu> dice;  // smooth 1, one global ratio (MMFNet spec §3)
+  std::unique_ptr<mmnet::optim::OptimizerBase> opt;
+  if (rc.optimizer == "sgd")
+    opt = std::make_unique<mmnet::optim::SGD<float, mmnet::cpu>>(
+        net.parameters(), mmnet::optim::SGDOptions(rc.lr).momentum(0.99).nesterov(true).weight_decay(3e-5));
+  else
+    opt = std::make_unique<mmnet::optim::Adam<float, mmnet::cpu>>(net.parameters(), mmnet::optim::AdamOptions(rc.lr));
+  const auto pad = rc.pad_values();
+  const auto aug = mmnet::data::AugmentOptions::mmfnet().flip_probability({0, 0.5, 0.5}).rotation_fill(pad);
+  auto validate = [&](mmnet::MMFNet<float, mmnet::cpu>& m) {
+    return validation_dice([&](const mmnet::Tensor<float, mmnet::cpu>& x) { return m.forward(x); }, 1, cx.val_cases, rc);
+  };
+  return fit(cx, net, *opt, mmnet::train::loss_step(dice), validate, 0.0, [](auto&) {}, nullptr,
+             (rc.optimizer == "sgd" ? "SGD-Nesterov lr " : "Adam lr ") + fmt(rc.lr, 6), aug);
+}
+
+inline int train_maml(TrainContext& cx) {
+  using Net = mmnet::MAML<float, mmnet::cpu>;
+  const RunConfig& rc = cx.rc;
+  mmnet::Generator init(rc.seed);
+  Net net(mmnet::MAMLOptions(*cx.spec.maml).modality_dropout(rc.modality_dropout), init);
+  const index_t P = cx.spec.maml->num_pool();
+  auto lo = rc.loss == "paper" ? mmnet::models::MAMLLossOptions::paper(P) : mmnet::models::MAMLLossOptions::code(P);
+  mmnet::MAMLLoss<float, mmnet::cpu> loss(lo.variant(cx.spec.maml->variant()));
+  std::unique_ptr<mmnet::optim::OptimizerBase> opt;
+  std::function<double(int)> epoch_lr;
+  double clip = 0;
+  std::string describe;
+  if (rc.optimizer == "sgd") {  // the official code (spec §4.1): Nesterov 0.99, wd 3e-5, poly LR per epoch, clip 12
+    opt = std::make_unique<mmnet::optim::SGD<float, mmnet::cpu>>(net.parameters(), mmnet::models::maml::sgd_options().lr(rc.lr));
+    // nnU-Net's closed form lr_e = lr (1 - e / E)^0.9, set at the start of epoch e: a pure function of the epoch
+    // and of the run's current length, so a resumed run with more --epochs decays over the new length.
+    epoch_lr = [&rc](int e) { return e >= rc.epochs ? 0.0 : rc.lr * std::pow(1.0 - double(e) / rc.epochs, 0.9); };
+    clip = mmnet::models::maml::clip_norm;
+    describe = "SGD-Nesterov lr " + fmt(rc.lr, 6) + " poly, clip 12";
+  } else {  // the paper's Adam (nnU-Net v1's: AMSGrad, wd 3e-5)
+    opt = std::make_unique<mmnet::optim::Adam<float, mmnet::cpu>>(net.parameters(), mmnet::models::maml::adam_options().lr(rc.lr));
+    describe = "Adam-AMSGrad lr " + fmt(rc.lr, 6);
+  }
+  describe += ", " + rc.loss + " loss weights";
+  if (rc.modality_dropout > 0) describe += ", modality dropout " + fmt(rc.modality_dropout, 2);
+  // nnU-Net mirrors every axis; the phantoms are isotropic, so all three flips are label-preserving.
+  const auto aug = mmnet::data::AugmentOptions::mmfnet().flip_probability({0.5, 0.5, 0.5}).rotation_fill(rc.pad_values());
+  auto validate = [&](Net& m) {
+    return validation_dice([&](const mmnet::Tensor<float, mmnet::cpu>& x) { return m.predict(x); },
+                           cx.spec.output_channels(), cx.val_cases, rc);
+  };
+  auto configure = [&](mmnet::train::Trainer<Net>& t) {
+    if (rc.modality_dropout > 0) t.track_generator("modality_dropout", net.dropout_generator());
+  };
+  return fit(cx, net, *opt, mmnet::models::maml::loss_step(loss), validate, clip, configure, epoch_lr, describe, aug);
 }
 
 }  // namespace train_detail
@@ -122,6 +294,9 @@ inline int run_train(TrainArgs a) {
     clash(a.o_lr, a.lr != rc.lr, fmt(rc.lr, 6));
     clash(a.o_val, a.val_fraction != rc.val_fraction, fmt(rc.val_fraction, 4));
     clash(a.o_seed, a.seed != rc.seed, std::to_string(rc.seed));
+    clash(a.o_optimizer, a.optimizer != rc.optimizer, rc.optimizer);
+    clash(a.o_loss, a.loss != rc.loss, rc.loss);
+    clash(a.o_dropout, a.modality_dropout != rc.modality_dropout, fmt(rc.modality_dropout, 4));
     if (a.o_data && a.o_data->count() > 0 && fs::weakly_canonical(a.data, ec) != fs::weakly_canonical(rc.data, ec))
       throw cli_error(config_path + ": the run was trained on " + rc.data + ", not " + a.data);
     if (a.o_epochs && a.o_epochs->count() > 0) rc.epochs = a.epochs;
@@ -129,40 +304,52 @@ inline int run_train(TrainArgs a) {
     if (a.data.empty()) throw cli_error("--data is required");
     if (fs::exists(last, ec) || fs::exists(config_path, ec))
       throw cli_error(a.out + ": already holds a run (config.json / last.h5); use --resume or another --out");
+    const ModelKind kind = model_kind(a.model);
     rc.model = a.model;
     rc.config = a.config;
     rc.patch = parse_shape(a.patch, "--patch");
     rc.batch = a.batch;
     rc.epochs = a.epochs;
     rc.iterations = a.iterations;
-    rc.lr = a.lr;
+    rc.optimizer = a.optimizer.empty() ? (kind == ModelKind::maml ? "sgd" : "adam") : a.optimizer;
+    rc.lr = a.lr == 0 ? default_lr(kind, rc.optimizer) : a.lr;
+    rc.loss = a.loss;
+    rc.modality_dropout = a.modality_dropout;
+    rc.normalization = kind == ModelKind::maml ? "nonzero_zscore" : "body_zscore";
     rc.val_fraction = a.val_fraction;
     rc.seed = a.seed;
     rc.data = fs::absolute(a.data).lexically_normal().string();  // --resume may run from another directory
+    if (kind != ModelKind::maml && a.o_loss && a.o_loss->count() > 0) throw cli_error("--loss: only for --model maml");
+    if (kind != ModelKind::maml && a.modality_dropout != 0) throw cli_error("--modality-dropout: only for --model maml");
   }
-  const mmnet::MMFNetOptions mo = options_for(rc.model, rc.config);
-  const index_t k = mo.size_multiple();
+  const ModelSpec spec = model_spec(rc.model, rc.config);
+  const index_t k = spec.size_multiple();
   for (int d = 0; d < 3; ++d)
     if (rc.patch[d] % k != 0)
       throw cli_error(std::string("--patch: size ") + "DHW"[d] + " must be a multiple of " + std::to_string(k) + " (2^" +
-                      std::to_string(mo.levels()) + " levels of mmfnet " + rc.config + "), got " + shape_str(rc.patch));
+                      std::to_string(spec.levels()) + " levels of " + spec.name() + "), got " + shape_str(rc.patch));
   if (rc.batch < 1) throw cli_error("--batch: expected >= 1, got " + std::to_string(rc.batch));
   if (rc.epochs < 1) throw cli_error("--epochs: expected >= 1, got " + std::to_string(rc.epochs));
   if (rc.iterations < 1) throw cli_error("--iterations: expected >= 1, got " + std::to_string(rc.iterations));
   if (!(rc.lr > 0) || !std::isfinite(rc.lr)) throw cli_error("--lr: expected a finite value > 0, got " + fmt(rc.lr, 6));
   if (!(rc.val_fraction >= 0 && rc.val_fraction < 1))
     throw cli_error("--val-fraction: expected a value in [0, 1), got " + fmt(rc.val_fraction, 4));
+  if (!(rc.modality_dropout >= 0 && rc.modality_dropout <= 1))
+    throw cli_error("--modality-dropout: expected a probability in [0, 1], got " + fmt(rc.modality_dropout, 4));
 
   // The data: every training case loaded, checked and prepared before anything is written.
   const mmnet::data::Dataset ds = mmnet::data::open_dataset(rc.data);
-  check_dataset_fits(ds, mo.modalities(), "mmfnet " + rc.config);
-  if (rc.clips.empty()) {
-    const auto mm = mmnet::data::NormalizeOptions::mmfnet();
-    for (index_t c = 0; c < mo.modalities(); ++c) {
-      const auto clip = mm.clip_of(c);
-      rc.clips.push_back(clip ? std::array<double, 2>{clip->lower, clip->upper} : std::array<double, 2>{-5.0, 5.0});
+  check_dataset_fits(ds, spec.modalities(), spec.classes(), spec.name());
+  if (rc.modalities.empty()) {
+    if (!rc.nonzero()) {
+      const auto mm = mmnet::data::NormalizeOptions::mmfnet();
+      for (index_t c = 0; c < spec.modalities(); ++c) {
+        const auto clip = mm.clip_of(c);
+        rc.clips.push_back(clip ? std::array<double, 2>{clip->lower, clip->upper} : std::array<double, 2>{-5.0, 5.0});
+      }
     }
     rc.modalities = ds.modalities;
+    rc.labels = label_names(ds);
   }
   const auto norm = rc.normalize_options();
   const auto& listed = ds.cases("train");
@@ -191,69 +378,8 @@ inline int run_train(TrainArgs a) {
   if (!a.resume) guard.add(config_path);
   write_text_atomically(config_path, rc.to_json().dump(2) + "\n");
 
-  // Model, loss, optimizer, trainer.
-  mmnet::Generator init(rc.seed);
-  mmnet::MMFNet<float, mmnet::cpu> net(mo, init);
-  mmnet::losses::SoftDice<float, mmnet::cpu> dice;  // smooth 1, one global ratio (MMFNet spec §3)
-  mmnet::optim::Adam<float, mmnet::cpu> adam(net.parameters(), mmnet::optim::AdamOptions(rc.lr));
-  const auto topt = mmnet::train::TrainerOptions()
-                        .epochs(rc.epochs)
-                        .iterations_per_epoch(rc.iterations)
-                        .output_dir(a.out)
-                        .model_name(rc.checkpoint_name())
-                        .metric_name("dice")
-                        .progress(progress_mode(a.progress))
-                        .progress_every(std::max(1, std::min(10, rc.iterations)));
-  mmnet::train::Trainer<mmnet::MMFNet<float, mmnet::cpu>> trainer(net, adam, mmnet::train::loss_step(dice), topt);
-  trainer.progress_stream(std::cout);
-  if (a.resume) trainer.resume(a.out);
-  trainer.on_epoch_end([&](const mmnet::train::EpochRecord&, bool) { guard.commit(); });  // a resumable run now
-
-  // Batches: batch k = epoch * iterations + iteration, a pure function of (seed, k).
-  std::vector<mmnet::data::Case> sampler_cases;
-  for (auto& c : train_cases) sampler_cases.push_back({c.image, *c.label, c.name, {}});
-  const auto pad = rc.pad_values();
-  auto sampler = std::make_shared<mmnet::data::PatchSampler>(
-      std::move(sampler_cases), mmnet::data::SamplerOptions({rc.patch[0], rc.patch[1], rc.patch[2]}).pad_value(pad));
-  const index_t start = static_cast<index_t>(trainer.epoch()) * rc.iterations + trainer.iteration();
-  const auto aug = mmnet::data::AugmentOptions::mmfnet().flip_probability({0, 0.5, 0.5}).rotation_fill(pad);
-  mmnet::data::BatchLoader loader(sampler, mmnet::data::LoaderOptions(rc.batch).seed(rc.seed).start_batch(start).augment(aug));
-  auto batches = [&](int epoch, int it) {
-    mmnet::data::Batch b = loader.next();
-    const index_t want = static_cast<index_t>(epoch) * rc.iterations + it;
-    if (b.index != want)
-      throw std::logic_error("batch " + std::to_string(b.index) + " arrived for step " + std::to_string(want));
-    return mmnet::train::Batch<float, mmnet::cpu>{b.images, b.labels};
-  };
-  mmnet::train::Trainer<mmnet::MMFNet<float, mmnet::cpu>>::ValidationFn validate;
-  if (!val_cases.empty())
-    validate = [&](mmnet::MMFNet<float, mmnet::cpu>& m) {
-      return mmnet::train::ValidationResult{validation_dice(m, val_cases, rc), std::nullopt};
-    };
-
-  std::printf("train: mmfnet %s (%lld parameters), %zu training + %zu validation cases, patch %s, batch %d, %d epochs x %d "
-              "iterations, Adam lr %s, validation: sliding-window Dice on the validation cases%s\n",
-              rc.config.c_str(), static_cast<long long>(net.num_parameters()), train_cases.size(), val_cases.size(),
-              shape_str(rc.patch).c_str(), rc.batch, rc.epochs, rc.iterations, fmt(rc.lr, 6).c_str(),
-              a.resume ? (", resuming at epoch " + std::to_string(trainer.epoch() + 1) + " iteration " +
-                          std::to_string(trainer.iteration())).c_str() : "");
-  std::fflush(stdout);
-  const auto r = trainer.fit(batches, validate);
-  loader.stop();
-  guard.commit();
-  const std::string best = join_path(a.out, "best.h5");
-  if (val_cases.empty() && r.status != mmnet::train::FitStatus::interrupted) {
-    fs::copy_file(last, best, fs::copy_options::overwrite_existing, ec);  // no validation: the last state is the best
-    if (ec) throw cli_error(best + ": cannot write (" + ec.message() + ")");
-  }
-  if (r.status == mmnet::train::FitStatus::interrupted) {
-    std::printf("train: interrupted; continue with: mmnet train --out %s --resume\n", a.out.c_str());
-    return 130;
-  }
-  if (r.best_epoch >= 0)
-    std::printf("train: best epoch %d, validation dice %s\n", r.best_epoch + 1, fmt(r.best_value).c_str());
-  std::printf("train: %s (best), %s, log.csv, curves.svg, config.json in %s\n", best.c_str(), last.c_str(), a.out.c_str());
-  return 0;
+  TrainContext cx{a, rc, spec, train_cases, val_cases, guard, last};
+  return spec.kind == ModelKind::maml ? train_maml(cx) : train_mmfnet(cx);
 }
 
 }  // namespace mmnet_cli

@@ -1,11 +1,13 @@
 // apps/mmnet/main.cpp: the `mmnet` command-line front end.
 //
-//   mmnet info    --model mmfnet --config paper|tiny|... [--shape DxHxW]
+//   mmnet info    --model mmfnet|maml --config paper|tiny|brats|... [--shape DxHxW]
 //       per-block architecture summary (output shape for a batch-1 input, parameter count), then `params: N`
-//   mmnet forward --model mmfnet --config paper|tiny|... [--weights W.h5] --input X.h5 --output Y.h5
-//                 [--backend cpu|cuda] [--threads K] [--seed S]
-//       eval-mode inference on dataset `input` (N x M x D x H x W) of X.h5; writes the sigmoid probabilities
-//       (N x 1 x D x H x W, float32) as dataset `output` of Y.h5
+//   mmnet forward --model mmfnet|maml --config paper|tiny|brats|... [--weights W.h5] --input X.h5 --output Y.h5
+//                 [--modalities T1ce,...] [--backend cpu|cuda] [--threads K] [--seed S]
+//       eval-mode inference on dataset `input` (N x M x D x H x W) of X.h5; writes the probabilities as dataset
+//       `output` of Y.h5 (float32): MMFNet's sigmoid N x 1 x D x H x W, MAML's softmax N x K x D x H x W (of the
+//       fused head, or with --modalities of the available branches; the input then has M channels or one per
+//       listed modality)
 //
 //   mmnet bench conv3d ... | mmnet bench train-step ...
 //       timings as JSON lines (apps/mmnet/bench.hpp; bench/compare.py compares them with PyTorch)
@@ -13,8 +15,10 @@
 // The segmentation pipeline (docs/pipeline.md):
 //   mmnet phantom  --out DIR --cases N [--test-cases M] --seed S [--shape DxHxW] [--task mmfnet-like|brats-like]
 //                                                                                    (cmd_phantom.hpp)
-//   mmnet train    --data DIR --config small --out RUN [--epochs E] [--iterations I] ... [--resume]  (cmd_train.hpp)
-//   mmnet segment  --weights RUN/best.h5 --data DIR --split test --out PRED [--tta] [--png]  (cmd_segment.hpp)
+//   mmnet train    --data DIR [--model maml] --config small --out RUN [--epochs E] [--iterations I] ... [--resume]
+//                                                                                    (cmd_train.hpp)
+//   mmnet segment  --weights RUN/best.h5 --data DIR --split test --out PRED [--tta] [--png] [--modalities T1ce]
+//                                                                                    (cmd_segment.hpp)
 //   mmnet evaluate --pred PRED --truth DIR/labelsTs [--csv out.csv] [--regions auto|binary|brats|labels]
 //                  [--dataset DIR]                                                    (cmd_evaluate.hpp)
 //
@@ -22,6 +26,7 @@
 // is one line on stderr and exit code 2.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <stdexcept>
@@ -31,10 +36,12 @@
 #include <mmnet/io/hdf5.hpp>
 #include <mmnet/core/parallel.hpp>
 #include <mmnet/io/weights.hpp>
+#include <mmnet/maml.hpp>
 #include <mmnet/mmfnet.hpp>
 
 #include "bench.hpp"
 #include "cli_common.hpp"
+#include "models.hpp"
 #include "cmd_evaluate.hpp"
 #include "cmd_phantom.hpp"
 #include "cmd_segment.hpp"
@@ -61,10 +68,84 @@ mmnet::index_t params_under(Net& net, const std::string& prefix) {
   return n;
 }
 
-int run_info(const std::string& model, const std::string& config, const std::string& shape_text) {
+void print_rows(const std::vector<Row>& rows, mmnet::index_t expected_total) {
+  std::printf("%-62s %-28s %12s\n", "block", "output shape", "params");
+  mmnet::index_t total = 0;
+  for (auto& r : rows) {
+    std::printf("%-62s %-28s %12lld\n", r.block.c_str(), shape_str(r.shape).c_str(), static_cast<long long>(r.params));
+    total += r.params;
+  }
+  if (total != expected_total)  // every parameter belongs to exactly one row
+    throw std::logic_error("per-block parameter counts sum to " + std::to_string(total) + ", the model has " +
+                           std::to_string(expected_total));
+  std::printf("params: %lld\n", static_cast<long long>(expected_total));
+}
+
+// MAML (spec §2): per branch the encoder stages, the decoder levels and heads; the fusion conv, the MA modules
+// and the fused head. Branch 0 in detail, the others (identical layer lists) as one row each.
+int run_info_maml(const std::string& config, const std::vector<mmnet::index_t>& dhw) {
+  const ModelSpec spec = model_spec("maml", config);
+  const mmnet::MAMLOptions& o = *spec.maml;
+  const mmnet::index_t k = o.size_multiple();
+  for (int d = 0; d < 3; ++d)
+    if (dhw[d] % k != 0)
+      throw cli_error(std::string("--shape: size ") + "DHW"[d] + " must be a multiple of " + std::to_string(k) +
+                      " (2^" + std::to_string(o.num_pool()) + " poolings), got " + std::to_string(dhw[d]));
+  mmnet::MAML<float, mmnet::cpu> net(o);
+  auto at = [&](mmnet::index_t c, mmnet::index_t stage) {
+    const mmnet::index_t f = mmnet::index_t(1) << stage;
+    return std::vector<mmnet::index_t>{1, c, dhw[0] / f, dhw[1] / f, dhw[2] / f};
+  };
+  const mmnet::index_t M = o.modalities(), P = o.num_pool(), K = o.classes();
+  std::vector<Row> rows;
+  const std::string b0 = "modality_specific_models.0";
+  for (mmnet::index_t d = 0; d <= P; ++d) {
+    const std::string n = b0 + ".conv_blocks_context." + std::to_string(d);
+    rows.push_back({n + (d == P ? " (bottleneck)" : ""), at(o.channels(static_cast<int>(d)), d), params_under(net, n)});
+  }
+  for (mmnet::index_t u = 0; u < P; ++u) {
+    const mmnet::index_t t = P - 1 - u;
+    const std::string tu = b0 + ".tu." + std::to_string(u), loc = b0 + ".conv_blocks_localization." + std::to_string(u);
+    rows.push_back({tu + " + " + "conv_blocks_localization." + std::to_string(u), at(o.channels(static_cast<int>(t)), t),
+                    params_under(net, tu) + params_under(net, loc)});
+  }
+  for (mmnet::index_t u = 0; u < P; ++u) {
+    const mmnet::index_t t = P - 1 - u;
+    const std::string n = b0 + ".seg_outputs." + std::to_string(u);
+    rows.push_back({n + (u == 0 ? " (weight 0 in the code loss)" : ""), at(K, t), params_under(net, n)});
+  }
+  for (mmnet::index_t m = 1; m < M; ++m) {
+    const std::string n = "modality_specific_models." + std::to_string(m);
+    rows.push_back({n + " (as .0)", at(o.channels(0), 0), params_under(net, n)});
+  }
+  rows.push_back({"fusion (F_dual)", at(o.channels(0), 0), params_under(net, "fusion")});
+  for (mmnet::index_t m = 0; m < M; ++m) {
+    const std::string n = "modality_aware_modules." + std::to_string(m);
+    rows.push_back({n + " (A_" + std::to_string(m + 1) + ")", at(o.channels(0), 0), params_under(net, n)});
+  }
+  rows.push_back({"output (Z, fused logits)", at(K, 0), params_under(net, "output")});
+  if (params_under(net, "fusion") + params_under(net, "output") == 0) {  // MS+Ensemble: branches only
+    rows.erase(std::remove_if(rows.begin(), rows.end(), [](const Row& r) { return r.params == 0 && r.block.find("seg_outputs") == std::string::npos; }),
+               rows.end());
+  }
+  std::printf("MAML, config %s: %lld modalities, %lld classes, C %lld, %lld poolings, widths", config.c_str(),
+              static_cast<long long>(M), static_cast<long long>(K), static_cast<long long>(o.base_channels()),
+              static_cast<long long>(P));
+  for (mmnet::index_t d = 0; d <= P; ++d) std::printf(" %lld", static_cast<long long>(o.channels(static_cast<int>(d))));
+  std::printf(", MA %s\n", mmnet::attention::to_string(o.ma_variant()));
+  std::printf("input: %s\n", shape_str({1, M, dhw[0], dhw[1], dhw[2]}).c_str());
+  print_rows(rows, net.num_parameters());
+  return 0;
+}
+
+int run_info(const std::string& model, const std::string& config, std::string shape_text) {
+  const ModelKind kind = model_kind(model);
+  if (shape_text.empty())  // the papers' patches: MMFNet 16 x 256 x 256 slabs, MAML (nnU-Net) 128^3; §8 tiny inputs
+    shape_text = kind == ModelKind::mmfnet ? "16x256x256" : config == "tiny" ? "16x24x32" : "128x128x128";
+  const std::vector<mmnet::index_t> dhw = parse_shape(shape_text);
+  if (kind == ModelKind::maml) return run_info_maml(config, dhw);
   const mmnet::MMFNetOptions o = options_for(model, config);
   o.validate();
-  const std::vector<mmnet::index_t> dhw = parse_shape(shape_text);
   const mmnet::index_t k = o.size_multiple();
   for (int d = 0; d < 3; ++d)
     if (dhw[d] % k != 0)
@@ -102,36 +183,36 @@ int run_info(const std::string& model, const std::string& config, const std::str
               static_cast<long long>(o.reduction()), mmnet::models::fusion_name(o.fusion()),
               o.input_level_fusion() ? " (input-level)" : "");
   std::printf("input: %s\n", shape_str({1, o.modalities(), dhw[0], dhw[1], dhw[2]}).c_str());
-  std::printf("%-32s %-28s %12s\n", "block", "output shape", "params");
-  mmnet::index_t total = 0;
-  for (auto& r : rows) {
-    std::printf("%-32s %-28s %12lld\n", r.block.c_str(), shape_str(r.shape).c_str(), static_cast<long long>(r.params));
-    total += r.params;
-  }
-  if (total != net.num_parameters())  // every parameter belongs to exactly one row
-    throw std::logic_error("per-block parameter counts sum to " + std::to_string(total) + ", the model has " +
-                           std::to_string(net.num_parameters()));
-  std::printf("params: %lld\n", static_cast<long long>(net.num_parameters()));
+  print_rows(rows, net.num_parameters());
   return 0;
 }
 
 // ---- forward ---------------------------------------------------------------------------------------------
 
 struct ForwardArgs {
-  std::string model = "mmfnet", config = "paper", weights, input, output, backend = "cpu";
+  std::string model = "mmfnet", config = "paper", weights, input, output, backend = "cpu", modalities;
   int threads = 0;
   unsigned long long seed = 0;
 };
 
 template <class Backend>
-mmnet::HostArray infer(const ForwardArgs& a, const mmnet::MMFNetOptions& o, const mmnet::HostArray& x) {
+mmnet::HostArray infer(const ForwardArgs& a, const ModelSpec& spec, const mmnet::models::ModalitySet& present,
+                       const mmnet::HostArray& x) {
   mmnet::Generator g(a.seed);
-  mmnet::MMFNet<float, Backend> net(o, g);
-  if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
-  net.eval();
   std::vector<float> v(x.data.begin(), x.data.end());
   const auto input = mmnet::Tensor<float, Backend>::from_vector(mmnet::Shape(x.shape), v);
-  const auto prob = net.forward(input);
+  mmnet::Tensor<float, Backend> prob;
+  if (spec.kind == ModelKind::maml) {
+    mmnet::MAML<float, Backend> net(*spec.maml, g);
+    if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
+    net.eval();
+    prob = net.predict(input, present);
+  } else {
+    mmnet::MMFNet<float, Backend> net(*spec.mmfnet, g);
+    if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
+    net.eval();
+    prob = net.forward(input);
+  }
   mmnet::HostArray out;
   out.dtype = mmnet::DType::f32;
   out.shape = prob.shape().to_vector();
@@ -141,7 +222,16 @@ mmnet::HostArray infer(const ForwardArgs& a, const mmnet::MMFNetOptions& o, cons
 }
 
 int run_forward(const ForwardArgs& a) {
-  const mmnet::MMFNetOptions o = options_for(a.model, a.config);
+  const ModelSpec spec = model_spec(a.model, a.config);
+  std::vector<std::string> names;  // modality names are not known here: indices (or the BraTS names for 4)
+  for (mmnet::index_t m = 0; m < spec.modalities(); ++m) names.push_back(std::to_string(m));
+  if (spec.modalities() == 4) names = {"T1", "T1ce", "T2", "FLAIR"};
+  mmnet::models::ModalitySet present;
+  for (mmnet::index_t m = 0; m < spec.modalities(); ++m) present.push_back(m);
+  if (!a.modalities.empty()) {
+    if (spec.kind != ModelKind::maml) throw cli_error("--modalities: only for --model maml");
+    present = parse_modalities(a.modalities, names);
+  }
   if (a.backend != "cpu" && a.backend != "cuda") throw cli_error("--backend: expected cpu or cuda, got '" + a.backend + "'");
 #if !MMNET_HAS_CUDA_BACKEND
   if (a.backend == "cuda")
@@ -158,19 +248,21 @@ int run_forward(const ForwardArgs& a) {
   if (x->shape.size() != 5)
     throw cli_error(a.input + ": dataset 'input' has rank " + std::to_string(x->shape.size()) + " (shape " +
                     x->shape_str() + "); expected 5: N x M x D x H x W");
-  if (x->shape[1] != o.modalities())
+  const auto want = static_cast<mmnet::index_t>(present.size());
+  if (x->shape[1] != spec.modalities() && x->shape[1] != want)
     throw cli_error(a.input + ": dataset 'input' has " + std::to_string(x->shape[1]) + " channels (shape " +
-                    x->shape_str() + "); mmfnet " + a.config + " expects " + std::to_string(o.modalities()) + " modalities");
+                    x->shape_str() + "); " + spec.name() + " expects " + std::to_string(spec.modalities()) + " modalities" +
+                    (want != spec.modalities() ? " (or " + std::to_string(want) + ", one per --modalities entry)" : std::string()));
 
   mmnet::HostArray y;
 #if MMNET_HAS_CUDA_BACKEND
-  y = a.backend == "cuda" ? infer<mmnet::cuda>(a, o, *x) : infer<mmnet::cpu>(a, o, *x);
+  y = a.backend == "cuda" ? infer<mmnet::cuda>(a, spec, present, *x) : infer<mmnet::cpu>(a, spec, present, *x);
 #else
-  y = infer<mmnet::cpu>(a, o, *x);
+  y = infer<mmnet::cpu>(a, spec, present, *x);
 #endif
   mmnet::StateDict out;
   out.insert("output", std::move(y));
-  mmnet::io::save_state_dict(a.output, out, "mmfnet-" + a.config + " output");
+  mmnet::io::save_state_dict(a.output, out, a.model + "-" + a.config + " output");
   return 0;
 }
 
@@ -186,19 +278,20 @@ int main(int argc, char** argv) {
   CLI::App app{"mmnet: inspect and run the 3D segmentation networks of the mmnet library"};
   app.require_subcommand(1);
 
-  std::string info_model = "mmfnet", info_config = "paper", info_shape = "16x256x256";
+  std::string info_model = "mmfnet", info_config = "paper", info_shape;
   auto* info = app.add_subcommand("info", "Per-block output shapes and parameter counts");
-  info->add_option("--model", info_model, "Model (mmfnet)")->capture_default_str();
-  info->add_option("--config", info_config, "Preset")->capture_default_str()->check(CLI::IsMember(preset_names()));
-  info->add_option("--shape", info_shape, "Input size DxHxW (batch 1; default the paper's patch)")->capture_default_str();
+  info->add_option("--model", info_model, "Model (mmfnet, maml)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  info->add_option("--config", info_config, "Preset")->capture_default_str()->check(CLI::IsMember(all_config_names()));
+  info->add_option("--shape", info_shape, "Input size DxHxW (batch 1; default the paper's patch: mmfnet 16x256x256, maml 128x128x128, maml tiny 16x24x32)");
 
   ForwardArgs fa;
   auto* fwd = app.add_subcommand("forward", "Eval-mode inference: dataset 'input' of --input -> dataset 'output' of --output");
-  fwd->add_option("--model", fa.model, "Model (mmfnet)")->capture_default_str();
-  fwd->add_option("--config", fa.config, "Preset")->capture_default_str()->check(CLI::IsMember(preset_names()));
+  fwd->add_option("--model", fa.model, "Model (mmfnet, maml)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  fwd->add_option("--config", fa.config, "Preset")->capture_default_str()->check(CLI::IsMember(all_config_names()));
+  fwd->add_option("--modalities", fa.modalities, "maml: the available modalities (indices, or T1,T1ce,T2,FLAIR for 4)");
   fwd->add_option("--weights", fa.weights, "State dict (.h5, mmnet::save or tools/torch2h5.py); default: seeded initialisation");
   fwd->add_option("--input", fa.input, "HDF5 file with dataset 'input', N x M x D x H x W")->required();
-  fwd->add_option("--output", fa.output, "HDF5 file to write (dataset 'output', N x 1 x D x H x W, float32)")->required();
+  fwd->add_option("--output", fa.output, "HDF5 file to write (dataset 'output', N x C x D x H x W probabilities, float32)")->required();
   fwd->add_option("--backend", fa.backend, "cpu or cuda")->capture_default_str();
   fwd->add_option("--threads", fa.threads, "Threads (0: OpenMP's default)")->capture_default_str();
   fwd->add_option("--seed", fa.seed, "Seed of the default initialisation")->capture_default_str();

@@ -1,9 +1,11 @@
 // apps/mmnet/pipeline.hpp: what `mmnet train` and `mmnet segment` share: the run configuration (RUN/config.json),
-// the preprocessing of a case (body box of T1 by Otsu on the raw image, per-modality body z-score with MMFNet's
-// clips, crop to the box), output-path hygiene (no partial outputs on failure) and small file helpers.
+// the preprocessing of a case (MMFNet: body box of T1 by Otsu on the raw image, per-modality body z-score with
+// MMFNet's clips, crop to the box; MAML: nnU-Net's crop to the non-zero box and z-score inside the non-zero
+// mask), output-path hygiene (no partial outputs on failure) and small file helpers.
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -18,9 +20,11 @@
 #include <mmnet/data/crop.hpp>
 #include <mmnet/data/dataset.hpp>
 #include <mmnet/data/normalize.hpp>
+#include <mmnet/io/atomic_file.hpp>
 #include <mmnet/io/nifti.hpp>
 
 #include "cli_common.hpp"
+#include "models.hpp"
 
 namespace mmnet_cli {
 
@@ -33,8 +37,13 @@ namespace fs = std::filesystem;
 struct RunConfig {
   std::string model = "mmfnet", config = "small";
   std::vector<std::string> modalities;                 // dataset.json's modality names, channel order
+  std::vector<std::string> labels;                     // dataset.json's label names by value 0..K-1
   std::vector<index_t> patch{16, 48, 48};              // D, H, W: training patch = sliding-window roi
-  std::vector<std::array<double, 2>> clips;            // per modality, after the body z-score
+  std::string normalization = "body_zscore";           // body_zscore (MMFNet) or nonzero_zscore (nnU-Net, MAML)
+  std::vector<std::array<double, 2>> clips;            // per modality, after the body z-score (body_zscore only)
+  std::string optimizer = "adam";                      // adam, or sgd (Nesterov, poly LR, clip 12: nnU-Net / MAML)
+  std::string loss = "code";                           // MAML: the code or the paper loss weights (spec §3.3)
+  double modality_dropout = 0;                         // MAML: probability of dropping modalities per step
   int batch = 2, epochs = 0, iterations = 0;
   double lr = 1e-3, val_fraction = 0.2;
   std::uint64_t seed = 0;
@@ -43,14 +52,18 @@ struct RunConfig {
 
   std::string checkpoint_name() const { return model + "-" + config; }
 
+  bool nonzero() const { return normalization == "nonzero_zscore"; }
   mmnet::data::NormalizeOptions normalize_options() const {
+    if (nonzero()) return mmnet::data::NormalizeOptions::nnunet_mri();
     mmnet::data::NormalizeOptions o(mmnet::data::NormalizeMode::body_zscore);
     for (std::size_t c = 0; c < clips.size(); ++c) o.clip(static_cast<index_t>(c), clips[c][0], clips[c][1]);
     return o;
   }
-  // Image value outside a volume (sampler padding, rotation fill, sliding-window padding): the lower clip.
+  // Image value outside a volume (sampler padding, rotation fill, sliding-window padding): the lower clip
+  // (MMFNet), 0 (nnU-Net: the value outside the non-zero mask).
   std::vector<float> pad_values() const {
     std::vector<float> v;
+    if (nonzero()) return std::vector<float>(modalities.size(), 0.0f);
     for (auto& c : clips) v.push_back(static_cast<float>(c[0]));
     return v;
   }
@@ -60,12 +73,23 @@ struct RunConfig {
     j["model"] = model;
     j["config"] = config;
     j["modalities"] = modalities;
+    j["labels"] = labels;
     j["patch"] = patch;
-    j["normalization"] = {{"mode", "body_zscore"},
-                          {"otsu", "per modality, voxels above the volume's Otsu threshold (256 bins)"},
-                          {"clips", clips},
-                          {"crop", "body box of channel 0 (Otsu mask of the raw image), then crop"}};
-    j["threshold"] = 0.5;
+    if (nonzero())
+      j["normalization"] = {{"mode", "nonzero_zscore"},
+                            {"mask", "voxels where any modality is non-zero; outside set to 0"},
+                            {"clips", clips},
+                            {"crop", "bounding box of the non-zero mask, then crop"}};
+    else
+      j["normalization"] = {{"mode", "body_zscore"},
+                            {"otsu", "per modality, voxels above the volume's Otsu threshold (256 bins)"},
+                            {"clips", clips},
+                            {"crop", "body box of channel 0 (Otsu mask of the raw image), then crop"}};
+    if (labels.size() <= 2) j["threshold"] = 0.5;
+    else j["discretize"] = "argmax";
+    j["optimizer"] = optimizer;
+    j["loss"] = loss;
+    j["modality_dropout"] = modality_dropout;
     j["batch"] = batch;
     j["epochs"] = epochs;
     j["iterations"] = iterations;
@@ -88,7 +112,13 @@ struct RunConfig {
       r.config = j.at("config").get<std::string>();
       r.modalities = j.at("modalities").get<std::vector<std::string>>();
       r.patch = j.at("patch").get<std::vector<index_t>>();
+      r.normalization = j.at("normalization").value("mode", std::string("body_zscore"));
       r.clips = j.at("normalization").at("clips").get<std::vector<std::array<double, 2>>>();
+      // Keys added with MAML; a run written before has the MMFNet values.
+      r.labels = j.value("labels", std::vector<std::string>{"background", "foreground"});
+      r.optimizer = j.value("optimizer", std::string("adam"));
+      r.loss = j.value("loss", std::string("code"));
+      r.modality_dropout = j.value("modality_dropout", 0.0);
       r.batch = j.at("batch").get<int>();
       r.epochs = j.at("epochs").get<int>();
       r.iterations = j.at("iterations").get<int>();
@@ -104,7 +134,12 @@ struct RunConfig {
     if (r.patch.size() != 3) throw cli_error(path + ": 'patch' must hold 3 sizes");
     for (auto p : r.patch)
       if (p < 1) throw cli_error(path + ": 'patch' sizes must be >= 1");
-    if (r.clips.size() != r.modalities.size())
+    if (r.normalization != "body_zscore" && r.normalization != "nonzero_zscore")
+      throw cli_error(path + ": unknown normalization mode '" + r.normalization + "'");
+    if (r.optimizer != "adam" && r.optimizer != "sgd") throw cli_error(path + ": unknown optimizer '" + r.optimizer + "'");
+    if (r.loss != "code" && r.loss != "paper") throw cli_error(path + ": unknown loss '" + r.loss + "'");
+    if (r.labels.size() < 2) throw cli_error(path + ": 'labels' must name at least 2 labels");
+    if (!r.nonzero() && r.clips.size() != r.modalities.size())
       throw cli_error(path + ": " + std::to_string(r.clips.size()) + " clip ranges for " +
                       std::to_string(r.modalities.size()) + " modalities");
     return r;
@@ -113,25 +148,9 @@ struct RunConfig {
 
 // ---- files ---------------------------------------------------------------------------------------------------
 
-// Writes text to path through a temporary file and a rename (never a half-written file).
+// Writes text to path atomically (mmnet/io/atomic_file.hpp: never a half-written file).
 inline void write_text_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw cli_error(path + ": cannot write");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw cli_error(path + ": cannot write (" + ec.message() + ")");
-  }
+  mmnet::io::write_file_atomically(path, text, [&](const std::string& problem) { throw cli_error(path + ": " + problem); });
 }
 
 // Output hygiene: the files (and a directory) a command created; on failure (destructor without commit())
@@ -181,19 +200,37 @@ struct PreparedCase {
   mmnet::data::Volume full_image;               // the normalised uncropped image (only with keep_full: PNGs)
 };
 
-// Checks a data set against a run's model: the modality count and a binary label set.
-inline void check_dataset_fits(const mmnet::data::Dataset& ds, index_t modalities, const std::string& what) {
+// Checks a data set against a run's model: the modality count and the label set (0, 1 for a binary model;
+// exactly 0..classes-1 for a multi-class one).
+inline void check_dataset_fits(const mmnet::data::Dataset& ds, index_t modalities, index_t classes, const std::string& what) {
   const std::string json = join_path(ds.dir, "dataset.json");
   if (ds.num_modalities() != modalities)
     throw cli_error(json + ": " + std::to_string(ds.num_modalities()) + " modalities; " + what + " expects " +
                     std::to_string(modalities));
-  if (ds.labels.size() != 2 || !ds.labels.count(0) || !ds.labels.count(1))
-    throw cli_error(json + ": labels must be exactly 0 (background) and 1 (the structure to segment); got " +
-                    std::to_string(ds.labels.size()) + " labels");
+  if (classes == 2) {
+    if (ds.labels.size() != 2 || !ds.labels.count(0) || !ds.labels.count(1))
+      throw cli_error(json + ": labels must be exactly 0 (background) and 1 (the structure to segment); got " +
+                      std::to_string(ds.labels.size()) + " labels");
+    return;
+  }
+  bool contiguous = static_cast<index_t>(ds.labels.size()) == classes;
+  for (index_t k = 0; contiguous && k < classes; ++k) contiguous = ds.labels.count(static_cast<int>(k)) == 1;
+  if (!contiguous)
+    throw cli_error(json + ": labels must be exactly 0.." + std::to_string(classes - 1) + " (" + what + " has " +
+                    std::to_string(classes) + " classes); got " + std::to_string(ds.labels.size()) + " labels");
 }
 
-// MMFNet's preprocessing (spec §4): body box from the Otsu mask of channel 0 on the raw image (the whole volume
-// when that is empty), per-modality body z-score with the clips, then the crop.
+// The label names of a data set by value (0..n-1, as check_dataset_fits requires).
+inline std::vector<std::string> label_names(const mmnet::data::Dataset& ds) {
+  std::vector<std::string> n;
+  for (auto& [v, name] : ds.labels) n.push_back(name);
+  return n;
+}
+
+// The run's preprocessing. body_zscore (MMFNet, spec §4): body box from the Otsu mask of channel 0 on the raw
+// image (the whole volume when that is empty), per-modality body z-score with the clips, then the crop.
+// nonzero_zscore (nnU-Net, MAML spec §4.2): the bounding box of the voxels where any modality is non-zero,
+// z-score inside that mask (0 outside), then the crop.
 inline PreparedCase prepare_case(mmnet::data::LoadedCase lc, const mmnet::data::NormalizeOptions& norm,
                                  bool keep_full = false) {
   PreparedCase p;
@@ -202,13 +239,26 @@ inline PreparedCase prepare_case(mmnet::data::LoadedCase lc, const mmnet::data::
   p.height = lc.image.height;
   p.width = lc.image.width;
   p.reference = lc.reference;
-  p.box = mmnet::data::body_box(lc.image, 0);
+  p.box = norm.use_nonzero_mask() ? mmnet::data::nonzero_box(lc.image) : mmnet::data::body_box(lc.image, 0);
   if (p.box.empty()) p.box = mmnet::data::Box::full(p.depth, p.height, p.width);
   mmnet::data::normalize(lc.image, norm, lc.name);
   p.image = mmnet::data::crop(lc.image, p.box);
   if (lc.label) p.label = mmnet::data::crop(*lc.label, p.box);
   if (keep_full) p.full_image = std::move(lc.image);
   return p;
+}
+
+// Keeps only the channels of `present` (ascending indices), in that order: the input of a run with missing
+// modalities (the others are never normalised or passed to the network).
+inline void select_channels(mmnet::data::LoadedCase& lc, const std::vector<index_t>& present) {
+  const mmnet::data::Volume& v = lc.image;
+  if (static_cast<index_t>(present.size()) == v.channels) return;
+  mmnet::data::Volume out(static_cast<index_t>(present.size()), v.depth, v.height, v.width, v.spacing);
+  const std::size_t n = static_cast<std::size_t>(v.depth * v.height * v.width);
+  for (std::size_t i = 0; i < present.size(); ++i)
+    std::copy_n(v.data.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(present[i]) * n), n,
+                out.data.begin() + static_cast<std::ptrdiff_t>(i * n));
+  lc.image = std::move(out);
 }
 
 inline std::string fmt(double v, int digits = 4) {

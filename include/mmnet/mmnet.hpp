@@ -69,8 +69,11 @@
 #include "optim/sgd.hpp"
 
 #include "models/tiny_net.hpp"
+#include "cscn.hpp"
+#include "maml.hpp"
 #include "mmfnet.hpp"
 
+#include "io/atomic_file.hpp"
 #include "io/checkpoint.hpp"
 #include "io/hdf5.hpp"
 #include "io/nifti.hpp"

@@ -641,8 +641,136 @@ def case_evaluate_regions():
                  "evaluate --dataset without dataset.json", "nowhere")
 
 
+
+# ---- MAML (issue [F]) ------------------------------------------------------------------------------------------
+
+def case_maml_info():
+    for config, params in (("brats", 66484752), ("liver", 62611104), ("tiny", 120272)):
+        rc, out, err = run("info", "--model", "maml", "--config", config)
+        lines = out.strip().splitlines()
+        check(rc == 0 and lines and lines[-1] == f"params: {params}", f"info maml {config}: last line 'params: {params}' ({err.strip()})")
+    # Spec §8 tiny network on its 16 x 24 x 32 patch: per-branch stages and the spec's group counts.
+    rc, out, err = run("info", "--model", "maml", "--config", "tiny", "--shape", "16x24x32")
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\S+)(?: \([^)]*\))?\s+(1 x [0-9 x]+?)\s+([0-9]+)$", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), int(m.group(3)))
+    b = "modality_specific_models.0."
+    check(rows.get(b + "conv_blocks_context.3", ("", 0))[0] == "1 x 16 x 2 x 3 x 4",
+          f"info maml tiny: bottleneck 1 x 16 x 2 x 3 x 4 (spec §8) ({rows.get(b + 'conv_blocks_context.3')})")
+    check(rows.get("modality_specific_models.1", ("", 0))[1] == 58384 and rows.get("fusion", ("", 0))[1] == 868 and
+          rows.get("modality_aware_modules.0", ("", 0))[1] + rows.get("modality_aware_modules.1", ("", 0))[1] == 2624 and
+          rows.get("output", ("", 0))[1] == 12,
+          f"info maml tiny: branch 58,384, fusion 868, MA 2,624, head 12 (spec §8) ({rows})")
+    rc, out, err = run("info", "--model", "maml", "--config", "brats", "--shape", "128x128x100")
+    check(rc == 2 and "multiple of 32" in err, f"info maml brats: a size that is not a multiple of 32 exits 2 ({err.strip()})")
+
+
+def case_maml_forward():
+    x = tiny_input((1, 2, 8, 16, 24), seed=2)
+    inp = write_h5("maml_in.h5", {"input": x})
+    out_all = os.path.join(WORK, "maml_out_all.h5")
+    rc, so, se = run("forward", "--model", "maml", "--config", "tiny", "--input", inp, "--output", out_all, "--seed", "1")
+    check(rc == 0, f"forward maml tiny: exit 0 ({se.strip()})")
+    if rc != 0:
+        return
+    with h5py.File(out_all, "r") as f:
+        y = f["output"][()]
+    check(y.shape == (1, 3, 8, 16, 24) and np.allclose(y.sum(axis=1), 1, atol=1e-5) and np.all(y > 0),
+          f"forward maml tiny: softmax over K = 3 classes, shape (1, 3, 8, 16, 24) ({y.shape})")
+    # One modality: the branch alone; the other channel is never read, and may be left out altogether.
+    outs = []
+    noise = np.concatenate([x[:, :1], tiny_input((1, 1, 8, 16, 24), seed=9)], 1)
+    for name, arr in (("both", x), ("noise", noise), ("one", x[:, :1])):
+        path = os.path.join(WORK, f"maml_out_m0_{name}.h5")
+        rc, so, se = run("forward", "--model", "maml", "--config", "tiny", "--input", write_h5(f"maml_in_{name}.h5", {"input": arr}),
+                         "--output", path, "--seed", "1", "--modalities", "0")
+        check(rc == 0, f"forward maml tiny --modalities 0 ({name}): exit 0 ({se.strip()})")
+        if rc == 0:
+            with h5py.File(path, "r") as f:
+                outs.append(f["output"][()])
+    check(len(outs) == 3 and np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2]) and
+          not np.allclose(outs[0], y),
+          "forward maml --modalities 0: the branch's own prediction, independent of channel 1 (present, noise or absent)")
+    msg = one_line_error(["forward", "--model", "maml", "--config", "tiny", "--input", inp, "--output",
+                          os.path.join(WORK, "x.h5"), "--modalities", "2"], "forward maml: modality index out of range")
+    check("--modalities" in msg and "'2'" in msg, f"forward maml --modalities 2: names the option and the value ({msg})")
+    msg = one_line_error(["forward", "--model", "mmfnet", "--config", "tiny", "--input", inp, "--output",
+                          os.path.join(WORK, "x.h5"), "--modalities", "0"], "forward mmfnet --modalities")
+    msg = one_line_error(["forward", "--model", "maml", "--config", "tiny", "--output", os.path.join(WORK, "x.h5"),
+                          "--input", write_h5("maml_3ch.h5", {"input": tiny_input((1, 3, 8, 16, 24))})],
+                         "forward maml: 3 channels for 2 modalities")
+    check("3 channels" in msg and "2 modalities" in msg, f"forward maml: names expected and actual channels ({msg})")
+
+
+def case_maml_pipeline():
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    data = os.path.join(WORK, "brats")
+    rc, out, err = run("phantom", "--task", "brats-like", "--out", data, "--cases", "3", "--test-cases", "2",
+                       "--seed", "4", "--shape", "32x36x34")
+    check(rc == 0, f"phantom brats-like: exit 0 ({err.strip()})")
+
+    def maml_args(out, *extra):
+        return ["train", "--data", data, "--model", "maml", "--config", "small", "--out", out, "--patch", "16x16x16",
+                "--batch", "2", "--iterations", "2", "--seed", "5", "--progress", "lines", "--modality-dropout", "0.5",
+                *extra]
+    run_a, run_b = os.path.join(WORK, "run_a"), os.path.join(WORK, "run_b")
+    rc, out, err = run(*maml_args(run_a, "--epochs", "2"))
+    check(rc == 0 and "maml small" in out and "SGD-Nesterov" in out and "modality dropout 0.50" in out,
+          f"train maml: exit 0, SGD-Nesterov, modality dropout ({out[:400]!r} {err.strip()[-300:]})")
+    with open(os.path.join(run_a, "config.json")) as f:
+        cfg = json.load(f)
+    check(cfg["model"] == "maml" and cfg["normalization"]["mode"] == "nonzero_zscore" and cfg["optimizer"] == "sgd" and
+          cfg["lr"] == 0.01 and cfg["labels"] == ["background", "edema", "non-enhancing", "enhancing"] and
+          cfg["modality_dropout"] == 0.5 and cfg.get("discretize") == "argmax",
+          f"train maml: config.json holds the nnU-Net normalisation, SGD 0.01, the labels, the dropout ({cfg})")
+    rc, out, err = run(*maml_args(run_b, "--epochs", "1"))
+    rc, out, err = run("train", "--out", run_b, "--resume", "--epochs", "2", "--progress", "lines")
+    check(rc == 0 and [r[:5] for r in read_log(run_b)] == [r[:5] for r in read_log(run_a)],
+          f"train maml --resume: log.csv equals the uninterrupted run's (modality dropout generator restored) ({err.strip()[-200:]})")
+    wa, wb = model_weights(os.path.join(run_a, "last.h5")), model_weights(os.path.join(run_b, "last.h5"))
+    check(wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa),
+          "train maml --resume: last.h5 weights bit-identical to the uninterrupted run's")
+    check("modality_specific_models.3.seg_outputs.2.weight" in wa and "fusion.weight" in wa and "output.weight" in wa,
+          "train maml: the checkpoint has the official state-dict names")
+
+    tests = ["phantom_101", "phantom_102"]
+    for mods, tag in (("", "all"), ("T1ce", "t1ce"), ("T2,FLAIR", "t2flair")):
+        pred = os.path.join(WORK, "pred_" + tag)
+        rc, out, err = run("segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--out", pred,
+                           "--png", *(["--modalities", mods] if mods else []))
+        check(rc == 0 and (mods == "" or f"modalities {mods}" in out),
+              f"segment maml {tag}: exit 0 ({out[:300]!r} {err.strip()[-300:]})")
+        for t in tests:
+            p = os.path.join(pred, t + ".nii.gz")
+            ok = os.path.exists(p)
+            if ok:
+                gp, vp, dt, _, _ = read_nifti(p)
+                gi, _, _, _, _ = read_nifti(os.path.join(data, "imagesTs", t + "_0000.nii.gz"))
+                ok = gp == gi and dt == 2 and set(np.unique(vp)) <= {0, 1, 2, 3}
+            check(ok, f"segment maml {tag}: {t}.nii.gz in the input's geometry, labels 0..3")
+        rc, out, err = run("evaluate", "--pred", pred, "--truth", os.path.join(data, "labelsTs"))
+        check(rc == 0 and "mean WT dice:" in out and "mean TC dice:" in out and "mean ET dice:" in out,
+              f"evaluate maml {tag}: per-region means WT, TC, ET ({out[-300:]!r} {err.strip()})")
+    expect_error(["segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--out",
+                  os.path.join(WORK, "p_bad"), "--modalities", "PD"], "segment maml: unknown modality", "PD", "T1ce",
+                 absent=[os.path.join(WORK, "p_bad")])
+    expect_error(["segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--out",
+                  os.path.join(WORK, "p_bad"), "--largest-component"], "segment maml: --largest-component",
+                 "multi-class", absent=[os.path.join(WORK, "p_bad")])
+    expect_error(maml_args(os.path.join(WORK, "run_bad"), "--patch", "12x16x16"), "train maml: patch not a multiple of 8",
+                 "multiple of 8", absent=[os.path.join(WORK, "run_bad")])
+    mm = os.path.join(WORK, "mmfnet_data")
+    run("phantom", "--out", mm, "--cases", "2", "--test-cases", "1", "--seed", "3", "--shape", "16x24x24")
+    expect_error(maml_args(os.path.join(WORK, "run_bad"))[:2] + [mm] + maml_args(os.path.join(WORK, "run_bad"))[3:],
+                 "train maml on a 3-modality binary data set", "3 modalities", "maml small expects 4",
+                 absent=[os.path.join(WORK, "run_bad")])
+
 cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "bench": case_bench,
-         "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors, "phantom_brats": case_phantom_brats,
+         "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors,
+         "maml_info": case_maml_info, "maml_forward": case_maml_forward, "maml_pipeline": case_maml_pipeline, "phantom_brats": case_phantom_brats,
          "evaluate_regions": case_evaluate_regions}
 os.makedirs(WORK, exist_ok=True)
 if sys.argv[3:4] == ["weights"]:

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <mmnet/inference/sliding_window.hpp>
 #include <mmnet/layers/flip_permute.hpp>
 #include <mmnet/maml.hpp>
 
@@ -838,4 +839,27 @@ TEST_CASE("MAML: nnU-Net sliding window over maml-tiny, by hand (§8 point 8 fix
 }
 TEST_CASE("MAML: nnU-Net sliding window over maml-tiny, by hand (§8 point 8 fixture, modality 0 only)") {
   sliding_window_by_hand(true);
+}
+
+// Spec §8 point 8 through the library: inference::sliding_window_inference with SlidingWindowOptions::nnunet (nnU-Net
+// v1 tiles, float32-rounded Gaussian around floor(p / 2), the 8 mirror combinations) and net.predict (softmax)
+// as the network, against the same fixture, on the test backend.
+TEST_CASE_TEMPLATE("MAML: sliding_window_inference with SlidingWindowOptions::nnunet over maml-tiny (§8 point 8)", T, float, double) {
+  Fixture fx("maml");
+  auto net = load_tiny<T>(fx, "tiny");
+  net.eval();
+  const HostArray& xin = fx.array("sliding_window/input");  // 1 x 2 x 20 x 30 x 40
+  const std::vector<T> xv(xin.data.begin(), xin.data.end());
+  const auto image = Tensor<T, cpu>::from_vector(Shape(xin.shape), xv);
+  const auto opt = inference::SlidingWindowOptions::nnunet({16, 24, 32});
+  inference::SlidingWindowInfo info;
+  for (const bool single : {false, true}) {
+    const ModalitySet present = single ? ModalitySet{0} : ModalitySet{0, 1};
+    const auto probs = inference::sliding_window_inference<Backend, T>(
+        image, [&](const TestTensor<T>& x) { return net.predict(x, present); }, opt, &info);
+    CHECK(info.windows == 8);                     // starts D {0, 4} x H {0, 6} x W {0, 8}
+    CHECK(info.network_calls == 8 * 8);           // each window and its 7 mirrored copies
+    const std::string key = single ? "sliding_window/single0/output" : "sliding_window/output";
+    check_close(probs, fx.array(key), tol_output<T>(), key + " (library)");
+  }
 }
