@@ -387,6 +387,27 @@ inline void check_phantom_options(const PhantomOptions& o) {
   if (!(o.snr() > 0 && std::isfinite(o.snr()))) fail<value_error>(who, "snr", "a finite value > 0", o.snr());
 }
 
+// Adds Gaussian or Rician noise (magnitude of a complex signal with Gaussian noise in both parts) voxel by voxel in
+// (modality, z, y, x) order, drawing only for the voxels where noisy(i) holds: sigma(m) per modality.
+template <class Sigma, class Noisy>
+void add_noise(Volume& image, PhantomNoise kind, Generator& g, Sigma sigma_of, Noisy noisy) {
+  if (kind == PhantomNoise::none) return;
+  for (index_t m = 0; m < image.channels; ++m) {
+    const double sigma = sigma_of(m);
+    float* c = image.channel(m);
+    for (index_t i = 0; i < image.voxels(); ++i) {
+      if (!noisy(i)) continue;
+      const double s = c[i];
+      if (kind == PhantomNoise::gaussian) {
+        c[i] = static_cast<float>(s + sigma * g.normal());
+      } else {
+        const double re = s + sigma * g.normal(), im = sigma * g.normal();
+        c[i] = static_cast<float>(std::sqrt(re * re + im * im));
+      }
+    }
+  }
+}
+
 inline Phantom make_mmfnet_like(const PhantomOptions& o, std::uint64_t seed) {
   Generator g(seed);
   const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
@@ -522,21 +543,8 @@ inline Phantom make_mmfnet_like(const PhantomOptions& o, std::uint64_t seed) {
       }
 
   // Noise last, voxel by voxel in (modality, z, y, x) order.
-  if (o.noise() != PhantomNoise::none) {
-    for (index_t m = 0; m < M; ++m) {
-      const double sigma = phantom_tissue_intensity(PhantomTissue::brain, m) / o.snr();
-      float* c = p.image.channel(m);
-      for (index_t i = 0; i < D * H * W; ++i) {
-        const double s = c[i];
-        if (o.noise() == PhantomNoise::gaussian) {
-          c[i] = static_cast<float>(s + sigma * g.normal());
-        } else {
-          const double re = s + sigma * g.normal(), im = sigma * g.normal();
-          c[i] = static_cast<float>(std::sqrt(re * re + im * im));
-        }
-      }
-    }
-  }
+  add_noise(p.image, o.noise(), g, [&](index_t m) { return phantom_tissue_intensity(PhantomTissue::brain, m) / o.snr(); },
+            [](index_t) { return true; });
   return p;
 }
 
@@ -681,22 +689,8 @@ inline Phantom make_brats_like(const PhantomOptions& o, std::uint64_t seed) {
 
   // Noise last, voxel by voxel in (modality, z, y, x) order, inside the brain only: outside stays exactly 0
   // (skull-stripped, as BraTS), so the non-zero mask is the brain.
-  if (o.noise() != PhantomNoise::none) {
-    for (index_t m = 0; m < M; ++m) {
-      const double sigma = brats_tissue_intensity(PhantomTissue::white_matter, m) / o.snr();
-      float* c = p.image.channel(m);
-      for (index_t i = 0; i < n; ++i) {
-        if (p.tissues.data[static_cast<std::size_t>(i)] == static_cast<std::uint8_t>(PhantomTissue::air)) continue;
-        const double s = c[i];
-        if (o.noise() == PhantomNoise::gaussian) {
-          c[i] = static_cast<float>(s + sigma * g.normal());
-        } else {
-          const double re = s + sigma * g.normal(), im = sigma * g.normal();
-          c[i] = static_cast<float>(std::sqrt(re * re + im * im));
-        }
-      }
-    }
-  }
+  add_noise(p.image, o.noise(), g, [&](index_t m) { return brats_tissue_intensity(PhantomTissue::white_matter, m) / o.snr(); },
+            [&](index_t i) { return p.tissues.data[static_cast<std::size_t>(i)] != static_cast<std::uint8_t>(PhantomTissue::air); });
   return p;
 }
 
@@ -846,19 +840,8 @@ inline Phantom make_npc_like(const PhantomOptions& o, std::uint64_t seed) {
       }
 
   // Noise last, voxel by voxel in (z, y, x) order, everywhere (MR magnitude: the air is Rayleigh-distributed).
-  if (o.noise() != PhantomNoise::none) {
-    const double sigma = npc_tissue_intensity(PT::muscle) / o.snr();
-    float* c = p.image.channel(0);
-    for (index_t i = 0; i < D * H * W; ++i) {
-      const double s = c[i];
-      if (o.noise() == PhantomNoise::gaussian) {
-        c[i] = static_cast<float>(s + sigma * g.normal());
-      } else {
-        const double re = s + sigma * g.normal(), im = sigma * g.normal();
-        c[i] = static_cast<float>(std::sqrt(re * re + im * im));
-      }
-    }
-  }
+  add_noise(p.image, o.noise(), g, [&](index_t) { return npc_tissue_intensity(PT::muscle) / o.snr(); },
+            [](index_t) { return true; });
   return p;
 }
 
