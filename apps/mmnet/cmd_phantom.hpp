@@ -2,7 +2,9 @@
 // (data/phantom.hpp, data/dataset.hpp): imagesTr + labelsTr (training), imagesTs + labelsTs (held-out test).
 // --task mmfnet-like (default): T1 / T2 / CET1 head phantoms, 4 x 1 x 1 mm, label 1 lesion; --task brats-like:
 // skull-stripped T1 / T1ce / T2 / FLAIR brain-tumour phantoms, 1 mm isotropic (PhantomOptions::brats()), labels
-// 1 edema, 2 non-enhancing, 3 enhancing (nnU-Net's BraTS convention).
+// 1 edema, 2 non-enhancing, 3 enhancing (nnU-Net's BraTS convention); --task npc-like: single-modality T1
+// head-and-neck phantoms with a small nasopharyngeal tumour for CSCN, 3 x 1 x 1 mm (PhantomOptions::npc()),
+// label 1 tumour.
 #pragma once
 #include <CLI/CLI.hpp>
 
@@ -24,25 +26,28 @@ struct PhantomArgs {
 };
 
 inline CLI::App* add_phantom_command(CLI::App& app, PhantomArgs& a) {
-  auto* c = app.add_subcommand("phantom", "Write a synthetic multi-modal head-phantom data set (MSD layout, T1/T2/CET1, lesion label)");
+  auto* c = app.add_subcommand("phantom", "Write a synthetic head-phantom data set (MSD layout; --task mmfnet-like, brats-like or npc-like)");
   c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   c->add_option("--out", a.out, "Data set directory (dataset.json, imagesTr, labelsTr, imagesTs, labelsTs)")->required();
   c->add_option("--cases", a.cases, "Training cases (phantom_001 ...)")->capture_default_str();
   c->add_option("--test-cases", a.test_cases, "Held-out test cases with labelsTs (phantom_101 ...)")->capture_default_str();
   c->add_option("--seed", a.seed, "Seed; case k uses derive_seed(seed, k)")->capture_default_str();
-  c->add_option("--task", a.task, "mmfnet-like (T1/T2/CET1, lesion) or brats-like (T1/T1ce/T2/FLAIR, edema / non-enhancing / enhancing)")
+  c->add_option("--task", a.task, "mmfnet-like (T1/T2/CET1, lesion), brats-like (T1/T1ce/T2/FLAIR, edema / non-enhancing / "
+                                  "enhancing) or npc-like (T1, small nasopharyngeal tumour, for CSCN)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"mmfnet-like", "brats-like"}));
-  c->add_option("--shape", a.shape, "Voxels DxHxW (default 24x96x96 of 4 x 1 x 1 mm for mmfnet-like, 48x48x48 of 1 mm for brats-like)");
+      ->check(CLI::IsMember({"mmfnet-like", "brats-like", "npc-like"}));
+  c->add_option("--shape", a.shape, "Voxels DxHxW (default 24x96x96 of 4 x 1 x 1 mm for mmfnet-like, 48x48x48 of 1 mm for "
+                                    "brats-like, 24x64x64 of 3 x 1 x 1 mm for npc-like)");
   return c;
 }
 
 inline int run_phantom(const PhantomArgs& a) {
   if (a.cases < 1) throw cli_error("--cases: expected >= 1, got " + std::to_string(a.cases));
   if (a.test_cases < 0) throw cli_error("--test-cases: expected >= 0, got " + std::to_string(a.test_cases));
-  const bool brats = a.task == "brats-like";
-  if (!brats && a.task != "mmfnet-like") throw cli_error("--task: expected mmfnet-like or brats-like, got '" + a.task + "'");
-  const std::string shape = !a.shape.empty() ? a.shape : brats ? "48x48x48" : "24x96x96";
+  const bool brats = a.task == "brats-like", npc = a.task == "npc-like";
+  if (!brats && !npc && a.task != "mmfnet-like")
+    throw cli_error("--task: expected mmfnet-like, brats-like or npc-like, got '" + a.task + "'");
+  const std::string shape = !a.shape.empty() ? a.shape : brats ? "48x48x48" : npc ? "24x64x64" : "24x96x96";
   const auto s = parse_shape(shape);
   for (int d = 0; d < 3; ++d)
     if (s[d] < 8) throw cli_error("--shape: each size must be >= 8, got '" + a.shape + "'");
@@ -51,7 +56,9 @@ inline int run_phantom(const PhantomArgs& a) {
     throw cli_error(a.out + ": already holds a data set (dataset.json); remove it or choose another --out");
   OutputGuard guard;
   guard.make_dir(a.out);
-  const auto opt = (brats ? mmnet::data::PhantomOptions::brats() : mmnet::data::PhantomOptions()).shape({s[0], s[1], s[2]});
+  const auto opt = (brats ? mmnet::data::PhantomOptions::brats()
+                    : npc ? mmnet::data::PhantomOptions::npc()
+                          : mmnet::data::PhantomOptions()).shape({s[0], s[1], s[2]});
   const auto sp = opt.spacing();
   mmnet::data::write_phantom_dataset(a.out, a.cases, a.test_cases, a.seed, opt);
   guard.commit();
@@ -59,6 +66,7 @@ inline int run_phantom(const PhantomArgs& a) {
               a.cases, a.test_cases, static_cast<long long>(s[0]), static_cast<long long>(s[1]),
               static_cast<long long>(s[2]), sp[0], sp[1], sp[2], a.seed, a.out.c_str());
   if (brats) std::printf("phantom: task brats-like: modalities T1 T1ce T2 FLAIR, labels 1 edema, 2 non-enhancing, 3 enhancing\n");
+  if (npc) std::printf("phantom: task npc-like: modality T1, label 1 tumour\n");
   return 0;
 }
 

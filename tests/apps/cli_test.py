@@ -540,6 +540,56 @@ def case_phantom_brats():
                  "--task", absent=[os.path.join(WORK, "x")])
 
 
+def case_phantom_npc():
+    """mmnet phantom --task npc-like: one T1 channel, label 1 tumour (small, brighter than muscle), 3 x 1 x 1 mm."""
+    os.makedirs(WORK, exist_ok=True)
+    data = os.path.join(WORK, "npc")
+    shutil.rmtree(data, ignore_errors=True)
+    rc, out, err = run("phantom", "--task", "npc-like", "--out", data, "--cases", "2", "--test-cases", "1", "--seed", "5")
+    check(rc == 0 and "npc-like" in out and "24 x 64 x 64" in out and "3 x 1 x 1 mm" in out,
+          f"phantom --task npc-like: exit 0, default 24 x 64 x 64 of 3 x 1 x 1 mm ({out!r} {err.strip()})")
+    with open(os.path.join(data, "dataset.json")) as f:
+        ds = json.load(f)
+    check(ds["name"] == "mmnet_phantom_npc" and ds["modality"] == {"0": "T1"} and
+          ds["labels"] == {"0": "background", "1": "tumour"} and ds["numTraining"] == 2 and ds["numTest"] == 1,
+          f"phantom npc-like: dataset.json has one modality T1 and labels background / tumour ({ds['modality']}, {ds['labels']})")
+    names = [os.path.basename(e["image"])[:-len(".nii.gz")] for e in ds["training"]]
+    names_ts = [os.path.basename(t)[:-len(".nii.gz")] for t in ds["test"]]
+    for folder, lab, cases in (("imagesTr", "labelsTr", names), ("imagesTs", "labelsTs", names_ts)):
+        for c in cases:
+            check(not os.path.exists(os.path.join(data, folder, f"{c}_0001.nii.gz")), f"phantom npc-like {c}: a single modality file")
+            g, x, dt, _, _ = read_nifti(os.path.join(data, folder, f"{c}_0000.nii.gz"))
+            gl, y, dtl, _, _ = read_nifti(os.path.join(data, lab, c + ".nii.gz"))
+            check(g["dims"] == (64, 64, 24) and tuple(round(p, 6) for p in g["pixdim"][:3]) == (1.0, 1.0, 3.0) and
+                  gl["dims"] == g["dims"] and tuple(round(p, 6) for p in gl["pixdim"][:3]) == (1.0, 1.0, 3.0) and
+                  dt == 16 and dtl == 2,
+                  f"phantom npc-like {c}: NIfTI dims (64, 64, 24), pixdim (1, 1, 3) mm (thick axial slices), float32 / uint8 "
+                  f"({g['dims']}, {g['pixdim'][:3]})")
+            img = x.reshape(g["dims"][::-1]).astype(np.float64)
+            y = y.reshape(gl["dims"][::-1])
+            tumour = y == 1
+            volume_cm3 = tumour.sum() * 3.0 / 1000.0
+            body = (img > 0.25) & ~tumour  # muscle, mucosa, fat ...: not air, airway or bone
+            ratio = img[tumour].mean() / np.median(img[body]) if tumour.any() else 0.0
+            check(set(np.unique(y).tolist()) == {0, 1} and 0.5 < volume_cm3 < 6.0 and ratio > 1.2,
+                  f"phantom npc-like {c}: labels 0 / 1, a small tumour ({volume_cm3:.2f} cm^3) brighter than the body "
+                  f"(tumour mean / body median {ratio:.2f})")
+    again = os.path.join(WORK, "npc_again")
+    shutil.rmtree(again, ignore_errors=True)
+    rc, _, err = run("phantom", "--task", "npc-like", "--out", again, "--cases", "2", "--test-cases", "1", "--seed", "5")
+    same = rc == 0 and all(
+        np.array_equal(read_nifti(os.path.join(data, sub, f))[1], read_nifti(os.path.join(again, sub, f))[1])
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") for f in sorted(os.listdir(os.path.join(data, sub))))
+    check(same, f"phantom npc-like: the same seed gives identical files ({err.strip()})")
+    other = os.path.join(WORK, "npc_other")
+    shutil.rmtree(other, ignore_errors=True)
+    rc, out, err = run("phantom", "--task", "npc-like", "--out", other, "--cases", "1", "--test-cases", "0", "--seed", "6",
+                       "--shape", "16x40x36")
+    g, x, _, _, _ = read_nifti(os.path.join(other, "imagesTr", "phantom_001_0000.nii.gz"))
+    check(rc == 0 and g["dims"] == (36, 40, 16) and tuple(round(p, 6) for p in g["pixdim"][:3]) == (1.0, 1.0, 3.0) and
+          "16 x 40 x 36" in out, f"phantom npc-like --shape 16x40x36: dims (36, 40, 16) at 3 x 1 x 1 mm ({g['dims']}, {out.strip()})")
+
+
 def dice_np(p, t):
     s = p.sum() + t.sum()
     return float("nan") if t.sum() == 0 else 2.0 * np.logical_and(p, t).sum() / s
@@ -771,7 +821,7 @@ def case_maml_pipeline():
 cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "bench": case_bench,
          "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors,
          "maml_info": case_maml_info, "maml_forward": case_maml_forward, "maml_pipeline": case_maml_pipeline, "phantom_brats": case_phantom_brats,
-         "evaluate_regions": case_evaluate_regions}
+         "evaluate_regions": case_evaluate_regions, "phantom_npc": case_phantom_npc}
 os.makedirs(WORK, exist_ok=True)
 if sys.argv[3:4] == ["weights"]:
     case_weights(sys.argv[4])

@@ -4,14 +4,20 @@
 // T2 and CET1 together do, a smooth bounded bias field, and the noise level. Host-only code: the same checks run
 // in every backend's executable. The brats_like task: skull-stripped (exact zeros outside the brain = the non-zero
 // mask), labels consistent with the tissues, nested regions (necrosis inside the enhancing rim, the core inside the
-// edema), the per-modality contrast of each region, determinism and variety across seeds.
+// edema), the per-modality contrast of each region, determinism and variety across seeds. The npc_like task (CSCN):
+// one T1 channel, a small tumour on the nasopharyngeal wall inside the head, brighter than muscle but overlapping
+// the mucosa / adenoid / lymph nodes, the anisotropic default grid kept by the data set writer.
+#include <mmnet/data/dataset.hpp>
 #include <mmnet/data/normalize.hpp>
 #include <mmnet/data/phantom.hpp>
 #include <mmnet/metrics/metrics.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "../support/mmnet_test.hpp"
@@ -510,6 +516,232 @@ TEST_CASE("phantom brats_like: bit-identical for a seed, different for another, 
   }
   CHECK(*std::max_element(sizes.begin(), sizes.end()) > 1.5 * *std::min_element(sizes.begin(), sizes.end()));
   CHECK(*std::max_element(centres.begin(), centres.end()) - *std::min_element(centres.begin(), centres.end()) > 3.0);
+}
+
+
+// ---- npc_like --------------------------------------------------------------------------------------------------
+
+inline std::size_t count_label(const Phantom& p) {
+  return static_cast<std::size_t>(std::count(p.label.data.begin(), p.label.data.end(), std::uint8_t{1}));
+}
+// Centroid (mm, z y x) of the voxels whose tissue is t.
+inline std::array<double, 3> centroid_mm(const Phantom& p, PhantomTissue t) {
+  std::array<double, 3> c{0, 0, 0};
+  double n = 0;
+  const auto& L = p.tissues;
+  for (index_t z = 0; z < L.depth; ++z)
+    for (index_t y = 0; y < L.height; ++y)
+      for (index_t x = 0; x < L.width; ++x)
+        if (L.data[L.offset(z, y, x)] == static_cast<std::uint8_t>(t)) {
+          c[0] += (static_cast<double>(z) + 0.5) * L.spacing[0];
+          c[1] += (static_cast<double>(y) + 0.5) * L.spacing[1];
+          c[2] += (static_cast<double>(x) + 0.5) * L.spacing[2];
+          n += 1;
+        }
+  for (double& v : c) v /= n > 0 ? n : 1.0;
+  return c;
+}
+// The best Dice of an intensity window lo <= v <= hi (lo and hi on a grid over the tumour's 1st..99th percentile
+// and beyond): what an intensity-only rule can reach.
+inline double best_window_dice(const Phantom& p) {
+  const float* c = p.image.channel(0);
+  std::vector<float> tum;
+  for (std::size_t i = 0; i < p.label.data.size(); ++i)
+    if (p.label.data[i]) tum.push_back(c[i]);
+  std::sort(tum.begin(), tum.end());
+  const double q_lo = tum[tum.size() / 100], q_hi = tum[tum.size() * 99 / 100];
+  const double span = q_hi - q_lo;
+  double best = 0;
+  std::vector<char> pred(p.label.data.size());
+  for (int a = 0; a <= 12; ++a)
+    for (int b = 0; b <= 12; ++b) {
+      const double lo = q_lo - 0.2 * span + a * 0.05 * span, hi = q_hi + 0.2 * span - b * 0.05 * span;
+      if (hi <= lo) continue;
+      for (std::size_t i = 0; i < pred.size(); ++i) pred[i] = c[i] >= lo && c[i] <= hi;
+      best = std::max(best, dice(pred, p.label.data));
+    }
+  return best;
+}
+
+TEST_CASE("phantom npc_like: one T1 channel, labels, the anisotropic default grid and the isotropic preset") {
+  const PhantomOptions o = PhantomOptions::npc();
+  CHECK(o.task() == PhantomTask::npc_like);
+  CHECK(o.shape() == std::array<index_t, 3>{24, 64, 64});
+  CHECK(o.spacing() == Spacing{3.0, 1.0, 1.0});
+  CHECK(phantom_task_name(PhantomTask::npc_like) == std::string("npc_like"));
+  CHECK(phantom_modalities(PhantomTask::npc_like) == std::vector<std::string>{"T1"});
+  CHECK(phantom_labels(PhantomTask::npc_like) == std::vector<std::string>{"background", "tumour"});
+  const Phantom p = make_phantom(o, 1);
+  CHECK(p.image.shape() == Shape{1, 24, 64, 64});
+  CHECK(p.image.spacing == Spacing{3.0, 1.0, 1.0});
+  CHECK(p.label.shape() == Shape{24, 64, 64});
+  CHECK(p.label.spacing == Spacing{3.0, 1.0, 1.0});
+  CHECK(p.bias.shape() == p.image.shape());
+  CHECK(p.modalities == std::vector<std::string>{"T1"});
+  CHECK(p.labels == std::vector<std::string>{"background", "tumour"});
+  // Labels are exactly the tumour tissue; only npc_like tissues (and air) occur.
+  std::size_t mismatched = 0, foreign = 0;
+  for (std::size_t i = 0; i < p.label.data.size(); ++i) {
+    const auto t = p.tissues.data[i];
+    mismatched += p.label.data[i] != (t == static_cast<std::uint8_t>(PhantomTissue::tumour) ? 1 : 0);
+    foreign += t != 0 && t < static_cast<std::uint8_t>(PhantomTissue::muscle);
+  }
+  CHECK(mismatched == 0);
+  CHECK(foreign == 0);
+  for (PhantomTissue t : {PhantomTissue::muscle, PhantomTissue::fat, PhantomTissue::bone, PhantomTissue::vertebra,
+                          PhantomTissue::airway, PhantomTissue::mucosa, PhantomTissue::lymphoid,
+                          PhantomTissue::lymph_node, PhantomTissue::tumour})
+    CHECK_MESSAGE(count_tissue(p, t) > 0, "tissue " << static_cast<int>(t));
+
+  // The isotropic preset: the same 72 x 64 x 64 mm field of view at 1 mm, and (the parameter draws do not depend
+  // on the grid) the same anatomy: the tumour volume in mm^3 agrees with the anisotropic one to partial volumes.
+  const PhantomOptions iso = PhantomOptions::npc_isotropic();
+  CHECK(iso.shape() == std::array<index_t, 3>{72, 64, 64});
+  CHECK(iso.spacing() == Spacing{1.0, 1.0, 1.0});
+  for (std::uint64_t seed : {1u, 5u, 9u}) {
+    const Phantom a = make_phantom(o, seed), b = make_phantom(iso, seed);
+    CHECK(b.image.shape() == Shape{1, 72, 64, 64});
+    const double va = 3.0 * static_cast<double>(count_label(a)), vb = static_cast<double>(count_label(b));
+    CHECK(va == doctest::Approx(vb).epsilon(0.2));
+    const auto ca = centroid_mm(a, PhantomTissue::tumour), cb = centroid_mm(b, PhantomTissue::tumour);
+    for (int k = 0; k < 3; ++k) CHECK(std::abs(ca[static_cast<std::size_t>(k)] - cb[static_cast<std::size_t>(k)]) < 1.5);
+  }
+  // Air outside the head stays exactly 0 without noise; with Rician noise it is Rayleigh (mean 1.2533 sigma).
+  const Phantom clean = make_phantom(PhantomOptions::npc().noise(PhantomNoise::none), 2);
+  CHECK(mean_where(clean, 0, [](std::uint8_t t) { return t == 0; }) == 0.0);
+  const double sigma = npc_tissue_intensity(PhantomTissue::muscle) / PhantomOptions::npc().snr();
+  CHECK(mean_where(p, 0, [](std::uint8_t t) { return t == 0; }) == doctest::Approx(1.2533 * sigma).epsilon(0.03));
+}
+
+TEST_CASE("phantom npc_like: a small tumour (a few cm^3) on the nasopharyngeal wall, inside the head") {
+  std::vector<double> volumes;
+  for (std::uint64_t s = 0; s < 10; ++s) {
+    const Phantom p = make_phantom(PhantomOptions::npc(), derive_seed(11, s));
+    const auto& L = p.label;
+    const double volume_mm3 = 3.0 * static_cast<double>(count_label(p));
+    CHECK_MESSAGE(volume_mm3 > 500.0, "seed " << s << ": " << volume_mm3 << " mm^3");
+    CHECK_MESSAGE(volume_mm3 < 6000.0, "seed " << s << ": " << volume_mm3 << " mm^3");
+    volumes.push_back(volume_mm3);
+    // Inside the head: no tumour voxel touches the air outside it (6-neighbourhood) or the volume's border.
+    std::size_t touching = 0;
+    std::array<index_t, 3> lo{L.depth, L.height, L.width}, hi{-1, -1, -1};
+    for (index_t z = 0; z < L.depth; ++z)
+      for (index_t y = 0; y < L.height; ++y)
+        for (index_t x = 0; x < L.width; ++x) {
+          if (!L.data[L.offset(z, y, x)]) continue;
+          const index_t q[3] = {z, y, x};
+          for (std::size_t a = 0; a < 3; ++a) lo[a] = std::min(lo[a], q[a]), hi[a] = std::max(hi[a], q[a]);
+          if (z == 0 || y == 0 || x == 0 || z == L.depth - 1 || y == L.height - 1 || x == L.width - 1) {
+            ++touching;
+            continue;
+          }
+          const std::size_t nb[6] = {L.offset(z - 1, y, x), L.offset(z + 1, y, x), L.offset(z, y - 1, x),
+                                     L.offset(z, y + 1, x), L.offset(z, y, x - 1), L.offset(z, y, x + 1)};
+          for (std::size_t k : nb) touching += p.tissues.data[k] == static_cast<std::uint8_t>(PhantomTissue::air);
+        }
+    CHECK(touching == 0);
+    // Small enough for CSCN's blocks: in-plane extent <= 32 mm (the 24 x 24 block holds most of it), >= 6 mm.
+    for (std::size_t a = 0; a < 3; ++a) {
+      const double extent_mm = static_cast<double>(hi[a] - lo[a] + 1) * L.spacing[a];
+      CHECK_MESSAGE(extent_mm >= 6.0, "axis " << a << " extent " << extent_mm);
+      if (a > 0) CHECK_MESSAGE(extent_mm <= 32.0, "axis " << a << " extent " << extent_mm);
+      else CHECK_MESSAGE(extent_mm <= 36.0, "axis " << a << " extent " << extent_mm);
+    }
+    // Near the airway (it arises from the nasopharyngeal wall) and touching the mucosa or the lumen.
+    const auto ct = centroid_mm(p, PhantomTissue::tumour), ca = centroid_mm(p, PhantomTissue::airway);
+    const double dy = ct[1] - ca[1], dx = ct[2] - ca[2];
+    CHECK(std::sqrt(dy * dy + dx * dx) < 20.0);
+  }
+  CHECK(*std::max_element(volumes.begin(), volumes.end()) > 1.3 * *std::min_element(volumes.begin(), volumes.end()));
+  // Larger radii give larger tumours.
+  double small_total = 0, large_total = 0;
+  for (std::uint64_t s = 0; s < 4; ++s) {
+    small_total += static_cast<double>(count_label(make_phantom(PhantomOptions::npc().lesion_radius(4, 5), s)));
+    large_total += static_cast<double>(count_label(make_phantom(PhantomOptions::npc().lesion_radius(9, 10), s)));
+  }
+  CHECK(large_total > 3.0 * small_total);
+}
+
+TEST_CASE("phantom npc_like: tumour brighter than muscle, overlapping mucosa and lymphoid tissue") {
+  using PT = PhantomTissue;
+  // The designed T1 ordering (no noise, bias or texture: exact table values; the tumour within +-8%).
+  CHECK(npc_tissue_intensity(PT::air) == 0.0);
+  CHECK(npc_tissue_intensity(PT::airway) == 0.0);
+  CHECK(npc_tissue_intensity(PT::bone) < npc_tissue_intensity(PT::vertebra));
+  CHECK(npc_tissue_intensity(PT::vertebra) < npc_tissue_intensity(PT::muscle));
+  CHECK(npc_tissue_intensity(PT::muscle) < npc_tissue_intensity(PT::mucosa));
+  CHECK(npc_tissue_intensity(PT::mucosa) < npc_tissue_intensity(PT::lymphoid));
+  CHECK(npc_tissue_intensity(PT::lymphoid) < npc_tissue_intensity(PT::lymph_node));
+  CHECK(npc_tissue_intensity(PT::lymph_node) < npc_tissue_intensity(PT::tumour));
+  CHECK(npc_tissue_intensity(PT::tumour) < npc_tissue_intensity(PT::fat));
+  CHECK(npc_tissue_intensity(PT::brain) == 0.0);
+  {
+    const Phantom p = make_phantom(PhantomOptions::npc().noise(PhantomNoise::none).bias_strength(0).texture(0), 4);
+    std::size_t off_table = 0, tumour_out = 0;
+    for (std::size_t i = 0; i < p.tissues.data.size(); ++i) {
+      const auto t = static_cast<PT>(p.tissues.data[i]);
+      const double v = p.image.data[i], ref = npc_tissue_intensity(t);
+      if (t == PT::tumour) tumour_out += std::abs(v - ref) > 0.08 * ref + 1e-6;
+      else off_table += v != static_cast<float>(ref);
+    }
+    CHECK(off_table == 0);
+    CHECK(tumour_out == 0);
+    CHECK(p.bias.data == std::vector<float>(p.bias.data.size(), 1.0f));
+  }
+  // With the default noise, bias and texture: clearly brighter than muscle (> 4 sigma), but within 3 sigma of the
+  // mucosa and the adenoid, so the best intensity window reaches a poor Dice: location and shape must decide.
+  const double sigma = npc_tissue_intensity(PT::muscle) / PhantomOptions::npc().snr();
+  double worst_window = 0;
+  for (std::uint64_t s = 0; s < 4; ++s) {
+    const Phantom p = make_phantom(PhantomOptions::npc(), derive_seed(21, s));
+    const auto is = [](PT t) { return [t](std::uint8_t v) { return v == static_cast<std::uint8_t>(t); }; };
+    const double tumour = mean_where(p, 0, is(PT::tumour)), muscle = mean_where(p, 0, is(PT::muscle));
+    const double mucosa = mean_where(p, 0, is(PT::mucosa)), lymphoid = mean_where(p, 0, is(PT::lymphoid));
+    CHECK_MESSAGE(tumour - muscle > 4 * sigma, "seed " << s << ": tumour " << tumour << ", muscle " << muscle);
+    CHECK_MESSAGE(tumour > mucosa, "seed " << s);
+    CHECK_MESSAGE(std::abs(tumour - mucosa) < 3 * sigma, "seed " << s << ": tumour " << tumour << ", mucosa " << mucosa);
+    CHECK_MESSAGE(std::abs(tumour - lymphoid) < 3 * sigma, "seed " << s << ": tumour " << tumour << ", lymphoid " << lymphoid);
+    CHECK(mean_where(p, 0, is(PT::fat)) > tumour);
+    const double w = best_window_dice(p);
+    worst_window = std::max(worst_window, w);
+    CHECK_MESSAGE(w < 0.75, "seed " << s << ": best intensity-window Dice " << w);
+  }
+  MESSAGE("npc_like: best intensity-window Dice over 4 cases <= " << worst_window);
+}
+
+TEST_CASE("phantom npc_like: bit-identical for a seed, different for another") {
+  const PhantomOptions o = PhantomOptions::npc().shape({16, 56, 52});
+  const Phantom a = make_phantom(o, 42), b = make_phantom(o, 42), c = make_phantom(o, 43);
+  CHECK(same_bytes(a.image.data, b.image.data));
+  CHECK(same_bytes(a.bias.data, b.bias.data));
+  CHECK(a.label.data == b.label.data);
+  CHECK(a.tissues.data == b.tissues.data);
+  CHECK_FALSE(same_bytes(a.image.data, c.image.data));
+  CHECK_FALSE(a.label.data == c.label.data);
+  CHECK_FALSE(same_bytes(a.bias.data, c.bias.data));
+}
+
+TEST_CASE("phantom npc_like: the data set writer keeps one modality, the tumour label and the anisotropic spacing") {
+  const std::string dir = mmnet::test::scratch_dir("phantom", "npc_dataset");
+  const PhantomOptions o = PhantomOptions::npc().shape({16, 48, 44});
+  write_phantom_dataset(dir, 2, 1, 3, o);
+  const Dataset ds = open_dataset(dir);
+  CHECK(ds.name == "mmnet_phantom_npc");
+  CHECK(ds.modalities == std::vector<std::string>{"T1"});
+  CHECK(ds.labels == std::map<int, std::string>{{0, "background"}, {1, "tumour"}});
+  REQUIRE(ds.training.size() == 2);
+  REQUIRE(ds.test.size() == 1);
+  CHECK(ds.training[0].images.size() == 1);
+  const LoadedCase lc = load_case(ds, 0);
+  CHECK(lc.image.shape() == Shape{1, 16, 48, 44});
+  CHECK(lc.image.spacing == Spacing{3.0, 1.0, 1.0});
+  REQUIRE(lc.label.has_value());
+  CHECK(lc.label->spacing == Spacing{3.0, 1.0, 1.0});
+  // NIfTI pixdim[1..3] = (dx, dy, dz) = (1, 1, 3): thick axial slices.
+  CHECK(lc.reference.spacing() == std::array<double, 3>{1.0, 1.0, 3.0});
+  const Phantom p = make_phantom(o, derive_seed(3, 1));
+  CHECK(same_bytes(lc.image.data, p.image.data));
+  CHECK(lc.label->data == p.label.data);
 }
 
 }  // namespace phantom_test

@@ -489,7 +489,8 @@ inline std::string phantom_case_name(int number) {
 // (phantom_101, ... when N <= 100), case k made by make_phantom(options, derive_seed(seed, k)); imagesTr, labelsTr,
 // imagesTs and labelsTs (test labels: an mmnet extension for evaluation). dataset.json's "modality" and "labels"
 // are phantom_modalities() / phantom_labels() of the task (brats_like: 4 modalities T1, T1ce, T2, FLAIR and labels
-// 0 background, 1 edema, 2 non-enhancing, 3 enhancing; name "mmnet_phantom_brats"). An existing dataset.json is removed
+// 0 background, 1 edema, 2 non-enhancing, 3 enhancing; name "mmnet_phantom_brats"; npc_like: 1 modality T1 and
+// labels 0 background, 1 tumour; name "mmnet_phantom_npc"). An existing dataset.json is removed
 // first and the new one written last, so an interrupted run leaves no dataset.json.
 inline void write_phantom_dataset(const std::string& dir, int train_cases, int test_cases, std::uint64_t seed,
                                   const PhantomOptions& options = PhantomOptions()) {
@@ -504,9 +505,10 @@ inline void write_phantom_dataset(const std::string& dir, int train_cases, int t
   fs::remove(fs::path(dir) / "dataset.json", ec);
 
   nlohmann::ordered_json j;
-  const bool brats = options.task() == PhantomTask::brats_like;
-  j["name"] = brats ? "mmnet_phantom_brats" : "mmnet_phantom";
+  const bool brats = options.task() == PhantomTask::brats_like, npc = options.task() == PhantomTask::npc_like;
+  j["name"] = brats ? "mmnet_phantom_brats" : npc ? "mmnet_phantom_npc" : "mmnet_phantom";
   j["description"] = std::string(brats ? "mmnet synthetic skull-stripped brain-tumour phantoms (task "
+                                 : npc ? "mmnet synthetic single-modality nasopharyngeal-carcinoma phantoms (task "
                                        : "mmnet synthetic multi-modal head phantoms (task ") +
                      phantom_task_name(options.task()) + ", seed " + std::to_string(seed) + ")";
   j["reference"] = "mmnet include/mmnet/data/phantom.hpp";

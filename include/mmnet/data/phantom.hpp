@@ -43,9 +43,29 @@
 //     bright and the necrosis dark, T1 the tumour only faintly.
 //   * texture, bias field and noise as above, only inside the brain; sigma = white matter intensity / snr.
 //
+// Model (PhantomTask::npc_like, preset PhantomOptions::npc(): 24 x 64 x 64 voxels of 3 x 1 x 1 mm, i.e. thick
+// axial slices like CSCN's 0.6 x 0.6 x 3.0 mm THRIVE scans; PhantomOptions::npc_isotropic(): the same 72 x 64 x 64
+// mm field of view at 1 mm, the grid CSCN's pipeline resamples to, spec cascaded-fcn §4.1), ONE modality "T1",
+// labels 0 background, 1 tumour (the nasopharyngeal carcinoma GTV of Guo et al. 2021):
+//   * head and neck: an ellipsoid (0.46 / 0.44 / 0.42 of the field of view, jittered) of muscle with a bright
+//     subcutaneous-fat shell (normalised radius > 0.88); around a nasopharynx centre slightly anterior of the
+//     head centre: the airway (air, an ellipsoid elongated along z, 3.5-5 x 6-8 mm in-plane), a 2 mm mucosa
+//     shell around it, adenoid lymphoid tissue on its posterior-superior wall, two parapharyngeal fat pads
+//     lateral to it, the clivus (dark bone, posterior-superior) and a vertebral body (posterior-inferior);
+//     `distractors` retropharyngeal lymph nodes (small ellipsoids, tumour-like intensity, NOT labelled).
+//   * tumour: 1..lesion_lobes deformed ellipsoids as the mmfnet_like lesion (main radius lesion_radius mm,
+//     default 6..9 mm: about 1-3 cm^3), centred on the posterior or lateral airway wall (the fossa of
+//     Rosenmüller, where NPC arises); it replaces muscle, mucosa, lymphoid tissue, fat and airway (it may bulge
+//     into the lumen) but not bone or the fat shell; a smooth internal heterogeneity of +-8%.
+//   * T1 intensities, see npc_tissue_intensity(): air 0, muscle .45, fat .95, bone .12, vertebra .30, mucosa .60,
+//     lymphoid .62, lymph node .66, tumour .68. So the tumour is clearly brighter than muscle (6 sigma at the
+//     default SNR 12, sigma = muscle / snr) but overlaps the mucosa, the adenoid and the nodes (0.5-2 sigma,
+//     plus texture and bias): no threshold separates it, location and shape must.
+//   * texture, bias field and Rician noise as mmfnet_like (noise everywhere, including the air outside).
+//
 // Options (chained setters as libtorch): PhantomOptions().shape({16, 64, 64}).spacing({4, 1, 1}).snr(10).
-// New tasks (single-modality nasopharynx-like, barrier structures) add PhantomTask values and a case to the
-// switches in phantom_task_name(), phantom_modalities(), phantom_labels() and make_phantom().
+// New tasks (barrier structures, ...) add PhantomTask values and a case to the switches in phantom_task_name(),
+// phantom_modalities(), phantom_labels() and make_phantom().
 #pragma once
 #include <algorithm>
 #include <array>
@@ -65,20 +85,24 @@ enum class PhantomTask {
   mmfnet_like,  // 3 modalities (T1, T2, CET1), labels 0 background, 1 lesion
   brats_like,   // 4 modalities (T1, T1ce, T2, FLAIR), skull-stripped, labels 0 background, 1 edema,
                 // 2 non-enhancing / necrosis, 3 enhancing (nnU-Net's BraTS convention, spec §4.2)
+  npc_like,     // 1 modality (T1), head and neck at the nasopharynx, labels 0 background, 1 tumour (CSCN)
 };
 enum class PhantomNoise { none, gaussian, rician };
 
 // Tissue classes of the ground-truth tissue map (Phantom::tissues).
-// air .. lesion_rim: mmfnet_like; air (outside the brain), csf, vessel and white_matter .. enhancing: brats_like.
+// air .. lesion_rim: mmfnet_like; air (outside the brain), csf, vessel and white_matter .. enhancing: brats_like;
+// air (outside the head) and muscle .. tumour: npc_like (its airway lumen is `airway`, not `air`).
 enum class PhantomTissue : std::uint8_t {
   air = 0, skin, skull, brain, csf, vessel, lesion_core, lesion_rim,
-  white_matter, grey_matter, edema, necrosis, enhancing, count
+  white_matter, grey_matter, edema, necrosis, enhancing,
+  muscle, fat, bone, vertebra, airway, mucosa, lymphoid, lymph_node, tumour, count
 };
 
 inline const char* phantom_task_name(PhantomTask t) {
   switch (t) {
     case PhantomTask::mmfnet_like: return "mmfnet_like";
     case PhantomTask::brats_like: return "brats_like";
+    case PhantomTask::npc_like: return "npc_like";
   }
   return "?";
 }
@@ -87,6 +111,7 @@ inline std::vector<std::string> phantom_modalities(PhantomTask t) {
   switch (t) {
     case PhantomTask::mmfnet_like: return {"T1", "T2", "CET1"};
     case PhantomTask::brats_like: return {"T1", "T1ce", "T2", "FLAIR"};  // BraTS / MSD Task01 channel order
+    case PhantomTask::npc_like: return {"T1"};  // CSCN: one T1-weighted (THRIVE) channel
   }
   fail<value_error>("mmnet::data::phantom_modalities", "task", "a PhantomTask", static_cast<int>(t));
 }
@@ -95,6 +120,7 @@ inline std::vector<std::string> phantom_labels(PhantomTask t) {
   switch (t) {
     case PhantomTask::mmfnet_like: return {"background", "lesion"};
     case PhantomTask::brats_like: return {"background", "edema", "non-enhancing", "enhancing"};
+    case PhantomTask::npc_like: return {"background", "tumour"};
   }
   fail<value_error>("mmnet::data::phantom_labels", "task", "a PhantomTask", static_cast<int>(t));
 }
@@ -141,6 +167,22 @@ inline double brats_tissue_intensity(PhantomTissue tissue, index_t modality) {
   }
 }
 
+// The noise-free, bias-free T1 intensity of a tissue of the npc_like task (see the top of the file); tissues the
+// task does not use give 0.
+inline double npc_tissue_intensity(PhantomTissue tissue) {
+  switch (tissue) {
+    case PhantomTissue::muscle: return 0.45;
+    case PhantomTissue::fat: return 0.95;        // subcutaneous and parapharyngeal fat: the brightest in T1
+    case PhantomTissue::bone: return 0.12;       // clivus (cortical bone)
+    case PhantomTissue::vertebra: return 0.30;
+    case PhantomTissue::mucosa: return 0.60;     // mildly bright, like the tumour
+    case PhantomTissue::lymphoid: return 0.62;   // adenoid
+    case PhantomTissue::lymph_node: return 0.66; // retropharyngeal nodes: tumour-like, not labelled
+    case PhantomTissue::tumour: return 0.68;
+    default: return 0.0;                         // air, airway
+  }
+}
+
 struct PhantomOptions {
   PhantomOptions() = default;
   // The brats_like task at its defaults for a fast CPU run: 48 x 48 x 48 voxels of 1 mm (BraTS is 1 mm
@@ -150,6 +192,17 @@ struct PhantomOptions {
     return PhantomOptions().task(PhantomTask::brats_like).shape({48, 48, 48}).spacing({1.0, 1.0, 1.0})
         .lesion_radius(5.0, 8.0).lesion_rim(0.35).distractors(2).bias_strength(0.25).snr(12);
   }
+
+  // The npc_like task (CSCN's nasopharyngeal carcinoma, see the top of the file) for a fast CPU run: 24 x 64 x 64
+  // voxels of (3, 1, 1) mm, anisotropic with thick axial slices like the paper's 0.6 x 0.6 x 3.0 mm scans (CSCN's
+  // pipeline resamples to 1 mm, spec §4.1); tumour main radius 6..9 mm with up to 3 lobes, deformation 0.3, 2
+  // lymph-node distractors, bias up to +-20%, SNR 12; every other option as the defaults.
+  static PhantomOptions npc() {
+    return PhantomOptions().task(PhantomTask::npc_like).shape({24, 64, 64}).spacing({3.0, 1.0, 1.0})
+        .lesion_radius(6.0, 9.0).lesion_lobes(3).lesion_deformation(0.3).distractors(2).bias_strength(0.2).snr(12);
+  }
+  // npc() on an isotropic 1 mm grid with the same field of view (72 x 64 x 64 mm): 72 x 64 x 64 voxels.
+  static PhantomOptions npc_isotropic() { return npc().shape({72, 64, 64}).spacing({1.0, 1.0, 1.0}); }
 
   // What to simulate (modalities, structures, labels).
   PhantomOptions& task(PhantomTask v) { task_ = v; return *this; }
@@ -168,7 +221,8 @@ struct PhantomOptions {
   // brats_like: the edema extends to this multiple of the tumour core's size, range [lo, hi] drawn per case, in
   // [1, 4]; default [1.5, 2.0]. (mmfnet_like ignores it.)
   PhantomOptions& edema_scale(double lo, double hi) { edema_scale_ = {lo, hi}; return *this; }
-  // Number of enhancing vessel-like distractors in the brain; default 3.
+  // Number of distractors: enhancing vessel-like ellipsoids in the brain (mmfnet_like, brats_like) or
+  // tumour-like retropharyngeal lymph nodes (npc_like); default 3.
   PhantomOptions& distractors(int v) { distractors_ = v; return *this; }
   // Relative jitter of the head's semi-axes and centre, in [0, 0.2]; default 0.05.
   PhantomOptions& head_jitter(double v) { head_jitter_ = v; return *this; }
@@ -178,7 +232,8 @@ struct PhantomOptions {
   PhantomOptions& bias_strength(double v) { bias_strength_ = v; return *this; }
   // Noise model; default Rician.
   PhantomOptions& noise(PhantomNoise v) { noise_ = v; return *this; }
-  // Brain intensity / noise standard deviation per modality (> 0); default 20.
+  // Reference tissue intensity / noise standard deviation per modality (> 0): brain (mmfnet_like), white matter
+  // (brats_like), muscle (npc_like); default 20.
   PhantomOptions& snr(double v) { snr_ = v; return *this; }
 
   PhantomTask task() const { return task_; }
@@ -645,6 +700,168 @@ inline Phantom make_brats_like(const PhantomOptions& o, std::uint64_t seed) {
   return p;
 }
 
+// The npc_like task (see the top of the file). Parameter draws first, then the voxel loop, then the noise.
+// Axes: +z superior, +y anterior, x left-right; positions in mm from the field of view's centre.
+inline Phantom make_npc_like(const PhantomOptions& o, std::uint64_t seed) {
+  Generator g(seed);
+  const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
+  const Spacing sp = o.spacing();
+  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};
+  const double jit = o.head_jitter();
+
+  // Head and neck: muscle inside a bright subcutaneous-fat shell.
+  Ellipsoid head;
+  const Vec3 head_frac{0.46, 0.44, 0.42};
+  for (int a = 0; a < 3; ++a) {
+    head.semi[a] = head_frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
+    head.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
+  }
+  constexpr double fat_in = 0.88;
+
+  // Nasopharynx: the airway lumen (elongated along z) slightly anterior and superior of the head centre, a 2 mm
+  // mucosa around it, the adenoid on its posterior-superior wall, parapharyngeal fat pads lateral to it, the
+  // clivus posterior-superior and a vertebral body posterior-inferior of it. Sizes in mm (anatomy, not the grid).
+  Vec3 naso;
+  naso[0] = head.centre[0] + head.semi[0] * g.uniform(0.0, 0.15);
+  naso[1] = head.centre[1] + head.semi[1] * g.uniform(0.15, 0.3);
+  naso[2] = head.centre[2] + head.semi[2] * g.uniform(-0.04, 0.04);
+  Ellipsoid airway, mucosa, adenoid, fat_pad[2], clivus, vertebra;
+  airway.centre = naso;
+  airway.semi = Vec3{0.6 * head.semi[0] * g.uniform(0.85, 1.15), g.uniform(3.5, 5.0), g.uniform(6.0, 8.0)};
+  mucosa.centre = naso;
+  mucosa.semi = Vec3{airway.semi[0] + 2.0, airway.semi[1] + 2.0, airway.semi[2] + 2.0};
+  adenoid.semi = Vec3{8.0 * g.uniform(0.8, 1.2), 3.0 * g.uniform(0.8, 1.2), 7.0 * g.uniform(0.8, 1.2)};
+  adenoid.centre = Vec3{naso[0] + 0.4 * airway.semi[0], naso[1] - (airway.semi[1] + 2.5), naso[2]};
+  for (int k = 0; k < 2; ++k) {
+    fat_pad[k].semi = Vec3{12.0 * g.uniform(0.8, 1.2), 5.0 * g.uniform(0.8, 1.2), 3.0 * g.uniform(0.8, 1.2)};
+    const double off = airway.semi[2] + 7.0 * g.uniform(0.9, 1.1);
+    fat_pad[k].centre = Vec3{naso[0], naso[1] - 1.0, naso[2] + (k ? off : -off)};
+  }
+  clivus.semi = Vec3{8.0 * g.uniform(0.9, 1.1), 5.0 * g.uniform(0.9, 1.1), 8.0 * g.uniform(0.9, 1.1)};
+  clivus.centre = Vec3{naso[0] + 0.7 * airway.semi[0], naso[1] - (airway.semi[1] + 10.0), naso[2]};
+  vertebra.semi = Vec3{12.0 * g.uniform(0.9, 1.1), 7.0 * g.uniform(0.9, 1.1), 8.0 * g.uniform(0.9, 1.1)};
+  vertebra.centre = Vec3{naso[0] - 0.5 * airway.semi[0], naso[1] - (airway.semi[1] + 14.0), naso[2]};
+
+  // Tumour: lobes around a centre on the posterior or lateral airway wall (angle phi from posterior towards
+  // either side, up to 108 degrees), deformed as the mmfnet_like lesion.
+  const double r_main = g.uniform(o.lesion_radius()[0], o.lesion_radius()[1]);
+  const double amp = o.lesion_deformation();
+  Vec3 centre;
+  {
+    const double phi = g.uniform(-0.6, 0.6) * 3.141592653589793;
+    const double dy = -std::cos(phi), dx = std::sin(phi);
+    const double wall = 1.0 / std::sqrt(dy * dy / (airway.semi[1] * airway.semi[1]) + dx * dx / (airway.semi[2] * airway.semi[2]));
+    const double dist = wall + 0.4 * r_main;
+    centre = Vec3{naso[0] + airway.semi[0] * g.uniform(-0.3, 0.4), naso[1] + dist * dy, naso[2] + dist * dx};
+  }
+  std::vector<Ellipsoid> lobes;
+  const int n_lobes = 1 + static_cast<int>(g.integer(static_cast<std::uint64_t>(o.lesion_lobes())));
+  for (int k = 0; k < n_lobes; ++k) {
+    Ellipsoid e;
+    e.axes = random_rotation(g);
+    const double r = k == 0 ? r_main : r_main * g.uniform(0.4, 0.75);
+    for (int a = 0; a < 3; ++a) e.semi[a] = r * g.uniform(0.7, 1.3);
+    e.centre = centre;
+    if (k > 0) {
+      const Vec3 dir = random_direction(g);
+      const double dist = r_main * g.uniform(0.4, 0.9);
+      for (int a = 0; a < 3; ++a) e.centre[a] += dist * dir[a];
+    }
+    lobes.push_back(e);
+  }
+  const double fmax = 1.0 / (2.0 * r_main);
+  const CosineField deform = random_cosine_field(g, 5, Vec3{fmax, fmax, fmax});
+  const CosineField hetero = random_cosine_field(g, 4, Vec3{1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0});  // +-8% inside
+  double reach = 0;  // beyond this distance from `centre` no voxel is tumour
+  for (const auto& e : lobes) {
+    double d = 0;
+    for (int a = 0; a < 3; ++a) d += (e.centre[a] - centre[a]) * (e.centre[a] - centre[a]);
+    reach = std::max(reach, std::sqrt(d) + e.max_semi() / (1.0 - amp));
+  }
+
+  // Retropharyngeal lymph nodes: tumour-like distractors posterior-lateral of the airway.
+  std::vector<Ellipsoid> nodes;
+  for (int k = 0; k < o.distractors(); ++k) {
+    Ellipsoid e;
+    e.axes = random_rotation(g);
+    e.semi = Vec3{g.uniform(2.5, 4.0), g.uniform(2.5, 4.0), g.uniform(2.5, 4.0)};
+    const double side = (k % 2) ? 1.0 : -1.0;
+    e.centre = Vec3{naso[0] + airway.semi[0] * g.uniform(-0.5, 0.5), naso[1] - (airway.semi[1] + g.uniform(5.0, 9.0)),
+                    naso[2] + side * g.uniform(6.0, 12.0)};
+    nodes.push_back(e);
+  }
+
+  const CosineField texture = random_cosine_field(g, 6, Vec3{1.0 / 12.0, 1.0 / 12.0, 1.0 / 12.0});
+  const CosineField bias_field = random_cosine_field(g, 4, Vec3{1.0, 1.0, 1.0});
+
+  Phantom p;
+  p.name = "phantom_s" + std::to_string(seed);
+  p.modalities = phantom_modalities(o.task());
+  p.labels = phantom_labels(o.task());
+  p.image = Volume(1, D, H, W, sp);
+  p.bias = Volume(1, D, H, W, sp);
+  p.label = LabelMap(D, H, W, sp);
+  p.tissues = LabelMap(D, H, W, sp);
+  using PT = PhantomTissue;
+  for (index_t z = 0; z < D; ++z)
+    for (index_t y = 0; y < H; ++y)
+      for (index_t x = 0; x < W; ++x) {
+        const Vec3 pos{(static_cast<double>(z) + 0.5) * sp[0] - 0.5 * fov[0], (static_cast<double>(y) + 0.5) * sp[1] - 0.5 * fov[1],
+                       (static_cast<double>(x) + 0.5) * sp[2] - 0.5 * fov[2]};
+        const double r = head.norm(pos);
+        PT t = PT::air;
+        double het = 1.0;
+        if (r <= 1.0) {
+          t = r > fat_in ? PT::fat : PT::muscle;
+          if (t == PT::muscle) {  // everything below lies inside the fat shell
+            if (vertebra.norm(pos) <= 1.0) t = PT::vertebra;
+            if (clivus.norm(pos) <= 1.0) t = PT::bone;
+            if (fat_pad[0].norm(pos) <= 1.0 || fat_pad[1].norm(pos) <= 1.0) t = PT::fat;
+            for (const auto& e : nodes)
+              if (e.norm(pos) <= 1.0) t = PT::lymph_node;
+            if (mucosa.norm(pos) <= 1.0) t = PT::mucosa;
+            if (adenoid.norm(pos) <= 1.0) t = PT::lymphoid;
+            if (airway.norm(pos) <= 1.0) t = PT::airway;
+            double d2 = 0;
+            for (int a = 0; a < 3; ++a) d2 += (pos[a] - centre[a]) * (pos[a] - centre[a]);
+            if (t != PT::bone && t != PT::vertebra && d2 <= reach * reach) {
+              double s = std::numeric_limits<double>::infinity();
+              for (const auto& e : lobes) s = std::min(s, e.norm(pos));
+              const Vec3 rel{pos[0] - centre[0], pos[1] - centre[1], pos[2] - centre[2]};
+              if (s + amp * deform(rel) <= 1.0) {
+                t = PT::tumour;
+                het = 1.0 + 0.08 * hetero(rel);
+              }
+            }
+          }
+        }
+        const index_t v = (z * H + y) * W + x;
+        p.tissues.data[static_cast<std::size_t>(v)] = static_cast<std::uint8_t>(t);
+        p.label.data[static_cast<std::size_t>(v)] = t == PT::tumour ? 1 : 0;
+        const double tex = t == PT::air ? 1.0 : 1.0 + o.texture() * texture(pos);
+        const Vec3 u{pos[0] / fov[0], pos[1] / fov[1], pos[2] / fov[2]};
+        const double b = o.bias_strength() > 0 ? std::exp(o.bias_strength() * bias_field(u)) : 1.0;
+        p.bias.data[static_cast<std::size_t>(v)] = static_cast<float>(b);
+        p.image.data[static_cast<std::size_t>(v)] = static_cast<float>(npc_tissue_intensity(t) * tex * het * b);
+      }
+
+  // Noise last, voxel by voxel in (z, y, x) order, everywhere (MR magnitude: the air is Rayleigh-distributed).
+  if (o.noise() != PhantomNoise::none) {
+    const double sigma = npc_tissue_intensity(PT::muscle) / o.snr();
+    float* c = p.image.channel(0);
+    for (index_t i = 0; i < D * H * W; ++i) {
+      const double s = c[i];
+      if (o.noise() == PhantomNoise::gaussian) {
+        c[i] = static_cast<float>(s + sigma * g.normal());
+      } else {
+        const double re = s + sigma * g.normal(), im = sigma * g.normal();
+        c[i] = static_cast<float>(std::sqrt(re * re + im * im));
+      }
+    }
+  }
+  return p;
+}
+
 }  // namespace detail
 
 // A phantom drawn from `seed` (see the top of this file). Invalid options raise value_error naming the option.
@@ -653,6 +870,7 @@ inline Phantom make_phantom(const PhantomOptions& options, std::uint64_t seed) {
   switch (options.task()) {
     case PhantomTask::mmfnet_like: return detail::make_mmfnet_like(options, seed);
     case PhantomTask::brats_like: return detail::make_brats_like(options, seed);
+    case PhantomTask::npc_like: return detail::make_npc_like(options, seed);
   }
   fail<value_error>("mmnet::data::make_phantom", "task", "a PhantomTask", static_cast<int>(options.task()));
 }
