@@ -5,6 +5,9 @@
 // MAML), threshold 0.5 (MMFNet) or argmax (MAML), optional largest connected component (binary models), then the crop is undone and PRED/CASE.nii.gz is written with the case's
 // reference header (same geometry as the input). MAML with --modalities: only those modalities are read into the
 // network (the branch of a single one, the fused head for all, the mean of the branches for 2..M-1; spec §4.5).
+// CSCN: each case resampled to the run's 1 mm grid and z-scored (non-zero voxels), CSCN::predict (multi-view BUNet,
+// ROI, multi-view ACDNet, λ fusion, mask = P_final > 0.5; --stage coarse: BUNet's multi-view mask P_coarse > 0.5,
+// the BUNet-alone baseline), optional largest component, then back onto the case's grid (nearest neighbour).
 // --png adds PRED/CASE.png: the CET1 (T1ce) slice through the middle of
 // the predicted lesion (the volume's middle slice when nothing is predicted), prediction red, truth outline green.
 #pragma once
@@ -23,6 +26,7 @@
 #include <mmnet/inference/postprocess.hpp>
 #include <mmnet/inference/sliding_window.hpp>
 #include <mmnet/io/checkpoint.hpp>
+#include <mmnet/cscn.hpp>
 #include <mmnet/maml.hpp>
 #include <mmnet/mmfnet.hpp>
 
@@ -34,7 +38,7 @@
 namespace mmnet_cli {
 
 struct SegmentArgs {
-  std::string weights, data, split = "test", out, modalities;
+  std::string weights, data, split = "test", out, modalities, stage = "cascade";
   double overlap = 0.5;
   bool tta = false, png = false, largest = false;
   int threads = 0;
@@ -51,6 +55,8 @@ inline CLI::App* add_segment_command(CLI::App& app, SegmentArgs& a) {
   c->add_flag("--tta", a.tta, "Mirror test-time augmentation over H and W (4 network calls per window)");
   c->add_flag("--largest-component", a.largest, "Keep only the largest connected component (26-connectivity)");
   c->add_option("--modalities", a.modalities, "maml: the modalities available, e.g. T1ce or T1ce,FLAIR (names or indices; default all)");
+  c->add_option("--stage", a.stage, "cscn: cascade (CSCN's P_final), or coarse (BUNet's multi-view P_coarse alone, the baseline)")
+      ->capture_default_str()->check(CLI::IsMember({"cascade", "coarse"}));
   c->add_flag("--png", a.png, "Also write a mid-lesion CET1 slice with the prediction overlaid, CASE.png");
   c->add_option("--threads", a.threads, "Threads (0: OpenMP's default)")->capture_default_str();
   return c;
@@ -145,6 +151,71 @@ class SegmentModel {
   std::unique_ptr<mmnet::MMFNet<float, mmnet::cpu>> mmfnet_;
 };
 
+// CSCN (spec cascaded-fcn §4.4): per case CSCN::predict on the preprocessed volume, mask P > 0.5 (cascade or coarse).
+inline int run_segment_cscn(const SegmentArgs& a, const RunConfig& rc, const ModelSpec& spec, const mmnet::io::Checkpoint& ck,
+                            const std::string& config_path) {
+  using tensor = mmnet::Tensor<float, mmnet::cpu>;
+  if (a.tta) throw cli_error("--tta: not for cscn (its inference averages the three views instead)");
+  if (a.png) throw cli_error("--png: not for cscn");
+  mmnet::CSCN<float, mmnet::cpu> net(*spec.cscn);
+  try {
+    net.load_state_dict(ck.model, /*strict=*/true);
+  } catch (const mmnet::error& e) {
+    throw cli_error(a.weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
+  }
+  net.eval();
+  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
+  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
+  if (ds.modalities[0] != rc.modalities[0])
+    throw cli_error(join_path(ds.dir, "dataset.json") + ": modality 0 is " + ds.modalities[0] + "; the run was trained with " +
+                    rc.modalities[0]);
+  const auto& cases = ds.cases(a.split);
+  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
+  const bool coarse = a.stage == "coarse";
+  OutputGuard guard;
+  guard.make_dir(a.out);
+  std::printf("segment: %s from %s, %zu %s cases of %s, %s, block %s, stride %s, on the %s mm grid%s\n", spec.name().c_str(),
+              a.weights.c_str(), cases.size(), a.split.c_str(), a.data.c_str(),
+              coarse ? "BUNet alone (P_coarse > 0.5)" : "cascade (P_final > 0.5)", spec.cscn->block().str().c_str(),
+              spec.cscn->stride().str().c_str(), (fmt(rc.spacing[0], 2) + " x " + fmt(rc.spacing[1], 2) + " x " + fmt(rc.spacing[2], 2)).c_str(),
+              a.largest ? ", largest component" : "");
+  std::fflush(stdout);
+  const auto norm = rc.normalize_options();
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const PreparedCase c = prepare_case(mmnet::data::load_case(ds, cases[i]), norm, false, rc.resample_target());
+    const auto& v = c.image;
+    const tensor x = tensor::from_vector(mmnet::Shape{1, v.channels, v.depth, v.height, v.width}, v.data);
+    std::string roi;
+    tensor prob;
+    if (coarse) {
+      prob = net.coarse(x);
+    } else {
+      const auto r = net.predict(x);
+      prob = r.p_final;
+      roi = ", ROI " + r.roi.str();
+    }
+    const auto p = prob.to_vector();
+    mmnet::data::LabelMap cropped(v.depth, v.height, v.width, v.spacing);
+    for (std::size_t j = 0; j < p.size(); ++j) cropped.data[j] = p[j] > 0.5f ? 1 : 0;
+    if (a.largest)
+      cropped.data = mmnet::ops::largest_connected_component(cropped.data.data(), mmnet::ops::Dims3{v.depth, v.height, v.width}, 26);
+    const mmnet::data::LabelMap full = to_original_grid(cropped, c);
+    const std::string path = join_path(a.out, c.name + ".nii.gz");
+    guard.add(path);
+    mmnet::data::write_label_map(path, full, c.reference);
+    std::int64_t fg = 0;
+    for (auto e : full.data) fg += e != 0;
+    const double voxel_ml = c.spacing[0] * c.spacing[1] * c.spacing[2] / 1000.0;
+    std::printf("segment: [%zu/%zu] %s: %lld foreground voxels (%s ml)%s, %.1f s -> %s\n", i + 1, cases.size(), c.name.c_str(),
+                static_cast<long long>(fg), fmt(fg * voxel_ml, 2).c_str(), roi.c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), path.c_str());
+    std::fflush(stdout);
+  }
+  guard.commit();
+  return 0;
+}
+
 inline int run_segment(const SegmentArgs& a) {
   using namespace segment_detail;
   if (a.threads < 0) throw cli_error("--threads: expected >= 0, got " + std::to_string(a.threads));
@@ -160,7 +231,8 @@ inline int run_segment(const SegmentArgs& a) {
   mmnet::models::ModalitySet present;
   for (index_t m = 0; m < spec.modalities(); ++m) present.push_back(m);
   if (!a.modalities.empty()) {
-    if (spec.kind != ModelKind::maml) throw cli_error("--modalities: only for a maml run (" + spec.name() + " needs all)");
+    if (spec.kind != ModelKind::maml)
+      throw cli_error("--modalities: only for a maml run (" + spec.name() + (spec.kind == ModelKind::cscn ? " has one modality)" : " needs all)"));
     present = parse_modalities(a.modalities, rc.modalities);
   }
   const bool all_present = static_cast<index_t>(present.size()) == spec.modalities();
@@ -170,6 +242,8 @@ inline int run_segment(const SegmentArgs& a) {
   if (!ck.model_name.empty() && ck.model_name != rc.checkpoint_name())
     throw cli_error(a.weights + ": a checkpoint of " + ck.model_name + ", but " + config_path + " describes " +
                     rc.checkpoint_name());
+  if (spec.kind != ModelKind::cscn && a.stage != "cascade") throw cli_error("--stage: only for a cscn run");
+  if (spec.kind == ModelKind::cscn) return run_segment_cscn(a, rc, spec, ck, config_path);
   SegmentModel net(spec, rc, ck, a.weights, present);
 
   const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
@@ -208,11 +282,11 @@ inline int run_segment(const SegmentArgs& a) {
     const auto t0 = std::chrono::steady_clock::now();
     mmnet::data::LoadedCase lc = mmnet::data::load_case(ds, cases[i]);
     if (!all_present) select_channels(lc, present);
-    const PreparedCase c = prepare_case(std::move(lc), norm, a.png);
+    const PreparedCase c = prepare_case(std::move(lc), norm, a.png, rc.resample_target());
     const auto probs = mmnet::inference::sliding_window_inference<mmnet::cpu, float>(
         c.image, [&](const mmnet::Tensor<float, mmnet::cpu>& x) { return net(x); }, sw);
     const mmnet::data::LabelMap cropped = mmnet::inference::to_label_map(probs, post);
-    const mmnet::data::LabelMap full = mmnet::data::uncrop(cropped, c.box, c.depth, c.height, c.width);
+    const mmnet::data::LabelMap full = to_original_grid(cropped, c);
     const std::string path = join_path(a.out, c.name + ".nii.gz");
     guard.add(path);
     mmnet::data::write_label_map(path, full, c.reference);

@@ -9,6 +9,15 @@
 // clipping at 12 (nnU-Net, the official code) or Adam-AMSGrad, argmax; optional random modality dropout.
 // Writes RUN/config.json, RUN/last.h5, RUN/best.h5, RUN/log.csv, RUN/curves.svg. --resume continues from
 // RUN/last.h5 exactly (same weights and losses as an uninterrupted run).
+// CSCN (spec cascaded-fcn §4): cases resampled to 1 mm and z-scored over non-zero voxels; two stages in sequence,
+// each a train::Trainer in its own directory (RUN/bunet/, RUN/acdnet/: last.h5, best.h5, log.csv, curves.svg),
+// --epochs x --iterations each: (1) BUNet on (8, 24, 24) blocks of all three views with flips (cscn::draw_block /
+// cut_block, half the centres on tumour), the distance-weighted focal loss (α from the full-volume label, cut with
+// the block; γ 2), Adam 1e-3 with lr(t) = 1e-3 0.9^(t / 500) set per iteration; validation: BUNet's multi-view
+// Dice; (2) the best BUNet frozen, its multi-view P_coarse of every case, ACDNet on cat[image, P_coarse] blocks
+// centred in the training ROI (cscn::training_roi); validation: the whole cascade's Dice. RUN/best.h5 is the CSCN
+// checkpoint (bunet.* + acdnet.*, model cscn-<config>) assembled from both stages' best. --stage 1 stops after
+// stage 1; --resume continues whichever stage was running (stage 1 complete: stage 2), exactly.
 #pragma once
 #include <CLI/CLI.hpp>
 
@@ -28,6 +37,7 @@
 #include <mmnet/inference/postprocess.hpp>
 #include <mmnet/inference/sliding_window.hpp>
 #include <mmnet/metrics/metrics.hpp>
+#include <mmnet/cscn.hpp>
 #include <mmnet/maml.hpp>
 #include <mmnet/mmfnet.hpp>
 #include <mmnet/optim/sgd.hpp>
@@ -43,6 +53,7 @@ namespace mmnet_cli {
 struct TrainArgs {
   std::string data, model = "mmfnet", config = "small", out, patch = "16x48x48", progress = "auto";
   std::string optimizer, loss = "code";  // optimizer "": the model's default (mmfnet adam, maml sgd)
+  std::string stage = "all";             // cscn: all, or 1 (stop after BUNet; --resume continues with stage 2)
   int epochs = 8, iterations = 20, batch = 2, threads = 0;
   double lr = 0, val_fraction = 0.2, modality_dropout = 0;  // lr 0: the default of the optimizer and model
   unsigned long long seed = 0;
@@ -56,22 +67,23 @@ struct TrainArgs {
 // Default learning rates: MMFNet Adam 3e-3 (the phantom runs; its spec's 1e-3 is for 256 x 256 slabs), nnU-Net's
 // SGD 0.01 (MAML spec §4.1), Adam 3e-4 (MAML's paper preset).
 inline double default_lr(ModelKind k, const std::string& optimizer) {
+  if (k == ModelKind::cscn) return 1e-3;  // spec cascaded-fcn §4.3
   if (optimizer == "sgd") return 0.01;
   return k == ModelKind::mmfnet ? 3e-3 : 3e-4;
 }
 
 inline CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
-  auto* c = app.add_subcommand("train", "Train MMFNet or MAML on an MSD-layout data set; writes RUN/{best,last}.h5, log.csv, curves.svg, config.json");
+  auto* c = app.add_subcommand("train", "Train MMFNet, MAML or CSCN on an MSD-layout data set; writes RUN/{best,last}.h5, log.csv, curves.svg, config.json (cscn: RUN/best.h5 and the stages in RUN/bunet/, RUN/acdnet/)");
   c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   a.o_data = c->add_option("--data", a.data, "Data set directory (dataset.json; the training split is used)");
-  a.o_model = c->add_option("--model", a.model, "Model (mmfnet, maml)")->capture_default_str()->check(CLI::IsMember(model_names()));
-  a.o_config = c->add_option("--config", a.config, "Preset (mmfnet: small, tiny, paper, ...; maml: small, tiny, brats, liver, ...)")
+  a.o_model = c->add_option("--model", a.model, "Model (mmfnet, maml, cscn)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  a.o_config = c->add_option("--config", a.config, "Preset (mmfnet: small, tiny, paper, ...; maml: small, tiny, brats, liver, ...; cscn: paper, small, tiny)")
                    ->capture_default_str()->check(CLI::IsMember(all_config_names()));
   c->add_option("--out", a.out, "Run directory")->required();
-  a.o_epochs = c->add_option("--epochs", a.epochs, "Epochs (a resumed run continues up to this many)")->capture_default_str();
+  a.o_epochs = c->add_option("--epochs", a.epochs, "Epochs (a resumed run continues up to this many; cscn: per stage)")->capture_default_str();
   a.o_iterations = c->add_option("--iterations", a.iterations, "Optimizer steps per epoch")->capture_default_str();
   a.o_batch = c->add_option("--batch", a.batch, "Patches per batch")->capture_default_str();
-  a.o_patch = c->add_option("--patch", a.patch, "Patch size DxHxW (multiples of 2^levels; also the inference window)")->capture_default_str();
+  a.o_patch = c->add_option("--patch", a.patch, "Patch size DxHxW (multiples of 2^levels; also the inference window; cscn: the preset's block)")->capture_default_str();
   a.o_lr = c->add_option("--lr", a.lr, "Learning rate (0: mmfnet Adam 3e-3; maml SGD 0.01, Adam 3e-4)")->capture_default_str();
   a.o_optimizer = c->add_option("--optimizer", a.optimizer, "adam, or sgd (Nesterov 0.99, wd 3e-5, poly LR, clip 12; AMSGrad for maml's adam); default mmfnet adam, maml sgd")
                       ->check(CLI::IsMember({"adam", "sgd"}));
@@ -81,6 +93,8 @@ inline CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
                     ->capture_default_str();
   a.o_val = c->add_option("--val-fraction", a.val_fraction, "Fraction of the training cases held out for validation (the last ones)")->capture_default_str();
   c->add_flag("--resume", a.resume, "Continue RUN/last.h5 with RUN/config.json's settings (--epochs may grow)");
+  c->add_option("--stage", a.stage, "cscn: all (BUNet, then ACDNet), or 1 (BUNet only; --resume then continues with stage 2)")
+      ->capture_default_str()->check(CLI::IsMember({"all", "1"}));
   c->add_option("--threads", a.threads, "Threads (0: OpenMP's default)")->capture_default_str();
   a.o_seed = c->add_option("--seed", a.seed, "Seed of the weights and of the batch sequence")->capture_default_str();
   c->add_option("--progress", a.progress, "auto (a bar on a terminal, lines otherwise), bar, lines or off")
@@ -267,6 +281,263 @@ inline int train_maml(TrainContext& cx) {
   return fit(cx, net, *opt, mmnet::models::maml::loss_step(loss), validate, clip, configure, epoch_lr, describe, aug);
 }
 
+// ---- CSCN (spec cascaded-fcn §4) ------------------------------------------------------------------------------
+
+namespace cscn_train {
+
+using tensor = mmnet::Tensor<float, mmnet::cpu>;
+namespace mc = mmnet::models::cscn;
+
+inline tensor volume_tensor(const mmnet::data::Volume& v) {
+  return tensor::from_vector(mmnet::Shape{1, v.channels, v.depth, v.height, v.width}, v.data);
+}
+inline tensor label_tensor(const mmnet::data::LabelMap& m) {
+  std::vector<float> f(m.data.begin(), m.data.end());
+  return tensor::from_vector(mmnet::Shape{1, 1, m.depth, m.height, m.width}, f);
+}
+
+// One case of a stage: the image (1 x 1 x Z x Y x X), its label, α (distance_weight_map of the FULL label), the
+// network input (stage 1 the image, stage 2 cat[image, P_coarse]), P_coarse (stage 2).
+struct Case {
+  std::string name;
+  tensor image, label, alpha, input, p_coarse;
+};
+
+inline std::vector<Case> make_cases(const std::vector<PreparedCase>& prepared) {
+  std::vector<Case> out;
+  for (const auto& p : prepared) {
+    Case c;
+    c.name = p.name;
+    c.image = volume_tensor(p.image);
+    c.label = label_tensor(*p.label);
+    try {
+      c.alpha = mmnet::losses::distance_weight_map(c.label);
+    } catch (const mmnet::error& e) {
+      throw cli_error("case " + p.name + ": the distance weights of its label are undefined (" + e.what() + ")");
+    }
+    c.input = c.image;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+// Dice of (prob > 0.5) against the label (1 when both are empty).
+inline double dice(const tensor& prob, const tensor& label) {
+  const auto p = prob.to_vector(), l = label.to_vector();
+  double inter = 0, a = 0, b = 0;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    const bool x = p[i] > 0.5f, y = l[i] == 1.0f;
+    inter += x && y, a += x, b += y;
+  }
+  return a + b > 0 ? 2 * inter / (a + b) : 1.0;
+}
+
+// SplitMix64 of (seed, stage, batch): batch k of a stage is a pure function of them (exact resume).
+inline std::uint64_t batch_seed(std::uint64_t seed, std::uint64_t stage, std::uint64_t k) {
+  std::uint64_t z = seed * 0x9E3779B97F4A7C15ull + stage * 0xD1B54A32D192ED03ull + k + 1;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// The focal loss step on a target that packs (label, α) as channels 0 and 1 of N x 2 x D x H x W.
+inline auto focal_step(mmnet::losses::DistanceWeightedFocal<float, mmnet::cpu>& focal) {
+  return [&focal](const tensor& logits, const tensor& target) {
+    const mmnet::index_t n = target.size(0), per = target.numel() / (2 * n);
+    const auto t = target.to_vector();
+    std::vector<float> lab(static_cast<std::size_t>(n * per)), alp(lab.size());
+    for (mmnet::index_t i = 0; i < n; ++i) {
+      std::copy_n(t.begin() + 2 * i * per, per, lab.begin() + i * per);
+      std::copy_n(t.begin() + (2 * i + 1) * per, per, alp.begin() + i * per);
+    }
+    const mmnet::Shape s{n, 1, target.size(2), target.size(3), target.size(4)};
+    mmnet::train::LossStep<float, mmnet::cpu> r;
+    r.loss = static_cast<double>(focal.forward(logits, tensor::from_vector(s, lab), tensor::from_vector(s, alp)));
+    r.grad = focal.backward();
+    return r;
+  };
+}
+
+// A batch of blocks of one stage: (case, view, centre, flip) drawn from the stage's sampling cases, cut from the
+// input, label and α; lr set for step k (the schedule is per iteration, a pure function of k).
+inline mmnet::train::Batch<float, mmnet::cpu> make_batch(const std::vector<Case>& cases, const std::vector<mc::SamplingCase>& sc,
+                                                        const mmnet::CSCNOptions& o, int batch, std::uint64_t seed) {
+  mmnet::Generator g(seed);
+  std::vector<tensor> in, tg;
+  for (int b = 0; b < batch; ++b) {
+    const mc::BlockDraw d = mc::draw_block(g, sc, o.block());
+    const Case& c = cases[d.case_index];
+    const auto blk = mc::cut_block(c.input, c.label, c.alpha, d, o.block());
+    in.push_back(blk.input);
+    tg.push_back(mmnet::nn::cat_channels(std::vector<tensor>{blk.label, blk.alpha}));
+  }
+  return {mc::stack(in), mc::stack(tg)};
+}
+
+inline mmnet::train::TrainerOptions trainer_options(const TrainContext& cx, const std::string& dir, const std::string& name) {
+  const RunConfig& rc = cx.rc;
+  return mmnet::train::TrainerOptions()
+      .epochs(rc.epochs)
+      .iterations_per_epoch(rc.iterations)
+      .output_dir(dir)
+      .model_name(name)
+      .metric_name("dice")
+      .progress(progress_mode(cx.args.progress))
+      .progress_every(std::max(1, std::min(10, rc.iterations)));
+}
+
+// After a stage's fit: no validation -> its last state is its best.
+inline void last_is_best(const std::string& dir) {
+  std::error_code ec;
+  const std::string best = join_path(dir, "best.h5");
+  fs::copy_file(join_path(dir, "last.h5"), best, fs::copy_options::overwrite_existing, ec);
+  if (ec) throw cli_error(best + ": cannot write (" + ec.message() + ")");
+}
+
+}  // namespace cscn_train
+
+inline int train_cscn(TrainContext& cx) {
+  using namespace cscn_train;
+  const RunConfig& rc = cx.rc;
+  const mmnet::CSCNOptions o = mmnet::CSCNOptions(*cx.spec.cscn).lr(rc.lr);
+  const std::string dir1 = join_path(cx.args.out, "bunet"), dir2 = join_path(cx.args.out, "acdnet");
+  const std::string name1 = rc.checkpoint_name() + ".bunet", name2 = rc.checkpoint_name() + ".acdnet";
+  std::error_code ec;
+  const bool stage2_started = cx.args.resume && fs::exists(join_path(dir2, "last.h5"), ec);
+  std::vector<Case> train_cases = make_cases(cx.train_cases), val_cases = make_cases(cx.val_cases);
+  mmnet::losses::DistanceWeightedFocal<float, mmnet::cpu> focal(mmnet::losses::DistanceWeightedFocalOptions().gamma(o.gamma()));
+  const bool has_val = !val_cases.empty();
+  auto mean = [](double s, std::size_t n) { return n ? s / static_cast<double>(n) : 0.0; };
+  std::printf("train: cscn %s, %zu training + %zu validation cases on the %s mm grid, block %s, batch %d, per stage "
+              "%d epochs x %d iterations, Adam lr %s x 0.9^(t/500), focal gamma %s%s\n",
+              rc.config.c_str(), train_cases.size(), val_cases.size(),
+              (fmt(rc.spacing[0], 2) + " x " + fmt(rc.spacing[1], 2) + " x " + fmt(rc.spacing[2], 2)).c_str(),
+              o.block().str().c_str(), rc.batch, rc.epochs, rc.iterations, fmt(rc.lr, 6).c_str(), fmt(o.gamma(), 2).c_str(),
+              cx.args.resume ? (stage2_started ? ", resuming stage 2" : ", resuming stage 1") : "");
+  std::fflush(stdout);
+
+  // Stage 1: BUNet on image blocks of the whole volume.
+  if (!stage2_started) {
+    mmnet::Generator init(rc.seed);
+    mmnet::BUNet<float, mmnet::cpu> bunet(o.bunet(), init);
+    mmnet::models::cscn::he_normal_init(bunet, init);
+    mmnet::optim::Adam<float, mmnet::cpu> opt(bunet.parameters(), mc::adam_options(o));
+    std::vector<mc::SamplingCase> sc;
+    for (const auto& c : train_cases) sc.push_back(mc::sampling_case(c.label, mc::whole_volume(mc::volume_dims("train", c.label))));
+    mmnet::train::Trainer<mmnet::BUNet<float, mmnet::cpu>> trainer(bunet, opt, focal_step(focal), trainer_options(cx, dir1, name1));
+    trainer.progress_stream(std::cout);
+    if (cx.args.resume && fs::exists(join_path(dir1, "last.h5"), ec)) trainer.resume(dir1);
+    trainer.on_epoch_end([&](const mmnet::train::EpochRecord&, bool) { cx.guard.commit(); });
+    auto batches = [&](int e, int it) {
+      const std::uint64_t k = static_cast<std::uint64_t>(e) * static_cast<std::uint64_t>(rc.iterations) + static_cast<std::uint64_t>(it);
+      opt.set_lr(mc::exponential_lr(static_cast<double>(k), o));
+      return make_batch(train_cases, sc, o, rc.batch, batch_seed(rc.seed, 1, k));
+    };
+    typename mmnet::train::Trainer<mmnet::BUNet<float, mmnet::cpu>>::ValidationFn validate;
+    if (has_val)
+      validate = [&](mmnet::BUNet<float, mmnet::cpu>& net) {
+        double s = 0;
+        for (const auto& c : val_cases)
+          s += dice(mc::stage_predict([&](const tensor& b, mc::View) { return net.forward(b); }, c.image, o.block(),
+                                      o.stride(), o.inference_batch()), c.label);
+        return mmnet::train::ValidationResult{mean(s, val_cases.size()), std::nullopt};
+      };
+    std::printf("train: stage 1/2: BUNet (%lld parameters) in %s, validation: BUNet-alone multi-view Dice\n",
+                static_cast<long long>(bunet.num_parameters()), dir1.c_str());
+    std::fflush(stdout);
+    const auto r = trainer.fit(batches, validate);
+    cx.guard.commit();
+    if (r.status == mmnet::train::FitStatus::interrupted) {
+      std::printf("train: interrupted in stage 1; continue with: mmnet train --out %s --resume\n", cx.args.out.c_str());
+      return 130;
+    }
+    if (!has_val) last_is_best(dir1);
+    if (r.best_epoch >= 0)
+      std::printf("train: stage 1 best epoch %d, validation dice (BUNet alone) %s\n", r.best_epoch + 1, fmt(r.best_value).c_str());
+    if (cx.args.stage == "1") {
+      std::printf("train: stage 1 done (%s); continue with stage 2: mmnet train --out %s --resume\n",
+                  join_path(dir1, "best.h5").c_str(), cx.args.out.c_str());
+      return 0;
+    }
+  }
+
+  // Stage 2: the best BUNet frozen; ACDNet on cat[image, P_coarse] blocks centred in the training ROI.
+  mmnet::Generator init2(batch_seed(rc.seed, 2, 0));
+  mmnet::CSCN<float, mmnet::cpu> cscn(o, init2);
+  mmnet::models::cscn::he_normal_init(cscn.acdnet[0], init2);
+  const std::string best1 = join_path(dir1, "best.h5");
+  if (!fs::exists(best1, ec)) throw cli_error(best1 + ": missing (stage 1 did not finish; resume it first)");
+  cscn.bunet[0].load_state_dict(mmnet::io::read_checkpoint(best1).model, /*strict=*/true);
+  std::printf("train: stage 2/2: coarse maps of %zu cases with the frozen BUNet (%s)\n", train_cases.size() + val_cases.size(),
+              best1.c_str());
+  std::fflush(stdout);
+  std::vector<mc::SamplingCase> sc;
+  std::vector<mc::Box3> val_roi;
+  for (auto* cs : {&train_cases, &val_cases})
+    for (auto& c : *cs) {
+      c.p_coarse = cscn.coarse(c.image);
+      c.input = mmnet::nn::cat_channels(std::vector<tensor>{c.image, c.p_coarse});
+      if (cs == &train_cases) sc.push_back(mc::sampling_case(c.label, mc::training_roi(c.label, c.p_coarse, o.roi_margin())));
+      else val_roi.push_back(cscn.roi(c.p_coarse));
+    }
+  auto& acdnet = cscn.acdnet[0];
+  mmnet::optim::Adam<float, mmnet::cpu> opt2(acdnet.parameters(), mc::adam_options(o));
+  using Trainer2 = mmnet::train::Trainer<mmnet::ACDNet<float, mmnet::cpu>>;
+  Trainer2 trainer2(acdnet, opt2, focal_step(focal), trainer_options(cx, dir2, name2));
+  trainer2.progress_stream(std::cout);
+  if (stage2_started) trainer2.resume(dir2);
+  trainer2.on_epoch_end([&](const mmnet::train::EpochRecord&, bool) { cx.guard.commit(); });
+  auto batches2 = [&](int e, int it) {
+    const std::uint64_t k = static_cast<std::uint64_t>(e) * static_cast<std::uint64_t>(rc.iterations) + static_cast<std::uint64_t>(it);
+    opt2.set_lr(mc::exponential_lr(static_cast<double>(k), o));
+    return make_batch(train_cases, sc, o, rc.batch, batch_seed(rc.seed, 2, k));
+  };
+  typename Trainer2::ValidationFn validate2;
+  if (has_val)
+    validate2 = [&](mmnet::ACDNet<float, mmnet::cpu>&) {  // the whole cascade: spec §4.4 ROI, P_fine, λ fusion
+      double s = 0;
+      for (std::size_t i = 0; i < val_cases.size(); ++i) {
+        const Case& c = val_cases[i];
+        const mc::Box3& roi = val_roi[i];
+        const auto pf = cscn.fine(c.image, c.p_coarse, roi).to_vector();
+        auto pc = c.p_coarse.to_vector();
+        std::vector<float> p(pc.size(), 0.0f);
+        const mmnet::index_t Y = c.image.size(3), X = c.image.size(4), ey = roi.extent(1), ex = roi.extent(2);
+        for (mmnet::index_t z = roi.lo[0]; z < roi.hi[0]; ++z)
+          for (mmnet::index_t y = roi.lo[1]; y < roi.hi[1]; ++y)
+            for (mmnet::index_t x = roi.lo[2]; x < roi.hi[2]; ++x) {
+              const std::size_t v = static_cast<std::size_t>((z * Y + y) * X + x);
+              const std::size_t f = static_cast<std::size_t>(((z - roi.lo[0]) * ey + (y - roi.lo[1])) * ex + (x - roi.lo[2]));
+              p[v] = static_cast<float>(o.lambda() * pc[v] + (1 - o.lambda()) * pf[f]);
+            }
+        s += dice(tensor::from_vector(c.label.shape(), p), c.label);
+      }
+      return mmnet::train::ValidationResult{mean(s, val_cases.size()), std::nullopt};
+    };
+  std::printf("train: stage 2/2: ACDNet (%lld parameters) in %s, validation: cascade Dice\n",
+              static_cast<long long>(acdnet.num_parameters()), dir2.c_str());
+  std::fflush(stdout);
+  const auto r2 = trainer2.fit(batches2, validate2);
+  cx.guard.commit();
+  if (r2.status == mmnet::train::FitStatus::interrupted) {
+    std::printf("train: interrupted in stage 2; continue with: mmnet train --out %s --resume\n", cx.args.out.c_str());
+    return 130;
+  }
+  if (!has_val) last_is_best(dir2);
+  if (r2.best_epoch >= 0)
+    std::printf("train: stage 2 best epoch %d, validation dice (cascade) %s\n", r2.best_epoch + 1, fmt(r2.best_value).c_str());
+
+  // RUN/best.h5: the CSCN of both stages' best (bunet.*, acdnet.*).
+  acdnet.load_state_dict(mmnet::io::read_checkpoint(join_path(dir2, "best.h5")).model, /*strict=*/true);
+  mmnet::io::Checkpoint ck;
+  ck.model = cscn.state_dict();
+  const std::string best = join_path(cx.args.out, "best.h5");
+  mmnet::io::write_checkpoint(best, ck, rc.checkpoint_name());
+  std::printf("train: %s (CSCN: best BUNet + best ACDNet), bunet/, acdnet/ (last.h5, best.h5, log.csv, curves.svg), "
+              "config.json in %s\n", best.c_str(), cx.args.out.c_str());
+  return 0;
+}
+
 }  // namespace train_detail
 
 inline int run_train(TrainArgs a) {
@@ -279,7 +550,8 @@ inline int run_train(TrainArgs a) {
   // The run's settings: the command line, or config.json when resuming (explicitly given ones must agree).
   RunConfig rc;
   if (a.resume) {
-    if (!fs::exists(last, ec)) throw cli_error(last + ": no checkpoint to resume (train without --resume first)");
+    if (!fs::exists(last, ec) && !fs::exists(join_path(join_path(a.out, "bunet"), "last.h5"), ec))  // cscn: per stage
+      throw cli_error(last + ": no checkpoint to resume (train without --resume first)");
     rc = RunConfig::read(config_path);
     auto clash = [&](CLI::Option* o, bool differs, const std::string& stored) {
       if (o && o->count() > 0 && differs)
@@ -315,7 +587,15 @@ inline int run_train(TrainArgs a) {
     rc.lr = a.lr == 0 ? default_lr(kind, rc.optimizer) : a.lr;
     rc.loss = a.loss;
     rc.modality_dropout = a.modality_dropout;
-    rc.normalization = kind == ModelKind::maml ? "nonzero_zscore" : "body_zscore";
+    rc.normalization = kind == ModelKind::maml ? "nonzero_zscore" : kind == ModelKind::cscn ? "isotropic_nonzero_zscore" : "body_zscore";
+    if (kind == ModelKind::cscn) {  // the block is the preset's (spec §2.1); Adam only (spec §4.3)
+      const auto& blk = model_spec(a.model, a.config).cscn->block();
+      const std::vector<index_t> block{blk[0], blk[1], blk[2]};
+      if (a.o_patch && a.o_patch->count() > 0 && rc.patch != block)
+        throw cli_error("--patch: cscn " + a.config + " trains on its block " + shape_str(block) + ", got " + shape_str(rc.patch));
+      rc.patch = block;
+      if (rc.optimizer != "adam") throw cli_error("--optimizer: cscn trains with adam (spec §4.3), got " + rc.optimizer);
+    }
     rc.val_fraction = a.val_fraction;
     rc.seed = a.seed;
     rc.data = fs::absolute(a.data).lexically_normal().string();  // --resume may run from another directory
@@ -323,6 +603,7 @@ inline int run_train(TrainArgs a) {
     if (kind != ModelKind::maml && a.modality_dropout != 0) throw cli_error("--modality-dropout: only for --model maml");
   }
   const ModelSpec spec = model_spec(rc.model, rc.config);
+  if (spec.kind != ModelKind::cscn && a.stage != "all") throw cli_error("--stage: only for --model cscn");
   const index_t k = spec.size_multiple();
   for (int d = 0; d < 3; ++d)
     if (rc.patch[d] % k != 0)
@@ -361,7 +642,7 @@ inline int run_train(TrainArgs a) {
   std::printf("train: loading %d cases from %s\n", n, rc.data.c_str());
   std::fflush(stdout);
   for (int i = 0; i < n; ++i) {
-    PreparedCase p = prepare_case(mmnet::data::load_case(ds, listed[static_cast<std::size_t>(i)]), norm);
+    PreparedCase p = prepare_case(mmnet::data::load_case(ds, listed[static_cast<std::size_t>(i)]), norm, false, rc.resample_target());
     if (!p.label) throw cli_error(listed[static_cast<std::size_t>(i)].images[0] + ": case " + p.name + " has no label file");
     (i < n - n_val ? train_cases : val_cases).push_back(std::move(p));
   }
@@ -379,6 +660,7 @@ inline int run_train(TrainArgs a) {
   write_text_atomically(config_path, rc.to_json().dump(2) + "\n");
 
   TrainContext cx{a, rc, spec, train_cases, val_cases, guard, last};
+  if (spec.kind == ModelKind::cscn) return train_cscn(cx);
   return spec.kind == ModelKind::maml ? train_maml(cx) : train_mmfnet(cx);
 }
 

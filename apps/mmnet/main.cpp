@@ -1,13 +1,15 @@
 // apps/mmnet/main.cpp: the `mmnet` command-line front end.
 //
-//   mmnet info    --model mmfnet|maml --config paper|tiny|brats|... [--shape DxHxW]
+//   mmnet info    --model mmfnet|maml|cscn --config paper|tiny|brats|small|... [--shape DxHxW]
 //       per-block architecture summary (output shape for a batch-1 input, parameter count), then `params: N`
-//   mmnet forward --model mmfnet|maml --config paper|tiny|brats|... [--weights W.h5] --input X.h5 --output Y.h5
+//   mmnet forward --model mmfnet|maml|cscn --config paper|tiny|brats|... [--weights W.h5] --input X.h5 --output Y.h5
 //                 [--modalities T1ce,...] [--backend cpu|cuda] [--threads K] [--seed S]
 //       eval-mode inference on dataset `input` (N x M x D x H x W) of X.h5; writes the probabilities as dataset
 //       `output` of Y.h5 (float32): MMFNet's sigmoid N x 1 x D x H x W, MAML's softmax N x K x D x H x W (of the
 //       fused head, or with --modalities of the available branches; the input then has M channels or one per
-//       listed modality)
+//       listed modality); CSCN: each of the N single-channel volumes (Z x Y x X, any size) separately through
+//       CSCN::predict (multi-view BUNet, ROI, multi-view ACDNet, λ fusion), output P_final N x 1 x Z x Y x X
+//       (the tumour probability; 0 outside the ROI; mask = P_final > 0.5)
 //
 //   mmnet bench conv3d ... | mmnet bench train-step ...
 //       timings as JSON lines (apps/mmnet/bench.hpp; bench/compare.py compares them with PyTorch)
@@ -138,8 +140,70 @@ int run_info_maml(const std::string& config, const std::vector<mmnet::index_t>& 
   return 0;
 }
 
+// CSCN (spec cascaded-fcn §2): BUNet's and ACDNet's blocks on one block of the preset (default the spec's
+// (D, H, W) = (8, 24, 24); --shape another multiple of 4), one shared network per stage.
+int run_info_cscn(const std::string& config, const std::string& shape_text) {
+  const ModelSpec spec = model_spec("cscn", config);
+  const mmnet::CSCNOptions& o = *spec.cscn;
+  std::vector<mmnet::index_t> dhw{o.block()[0], o.block()[1], o.block()[2]};
+  if (!shape_text.empty()) dhw = parse_shape(shape_text);
+  for (int d = 0; d < 3; ++d)
+    if (dhw[d] % 4 != 0)
+      throw cli_error(std::string("--shape: size ") + "DHW"[d] + " must be a multiple of 4 (2 poolings), got " +
+                      std::to_string(dhw[d]));
+  mmnet::CSCN<float, mmnet::cpu> net(o);
+  auto at = [&](mmnet::index_t c, int level) {
+    const mmnet::index_t f = mmnet::index_t(1) << level;
+    return std::vector<mmnet::index_t>{1, c, dhw[0] / f, dhw[1] / f, dhw[2] / f};
+  };
+  const auto& bo = o.bunet();
+  const auto& ao = o.acdnet();
+  const mmnet::index_t b = bo.b(), K = bo.classes();
+  auto sum = [&](std::initializer_list<const char*> names) {
+    mmnet::index_t n = 0;
+    for (const char* x : names) n += params_under(net, x);
+    return n;
+  };
+  std::vector<Row> rows{
+      {"bunet.e1", at(2 * b, 0), sum({"bunet.e1"})},
+      {"bunet.e2 (after max-pool)", at(4 * b, 1), sum({"bunet.e2"})},
+      {"bunet.bottom (after max-pool)", at(8 * b, 2), sum({"bunet.bottom"})},
+      {"bunet.up2 + dec2", at(4 * b, 1), sum({"bunet.up2", "bunet.dec2"})},
+      {"bunet.up1 + dec1", at(2 * b, 0), sum({"bunet.up1", "bunet.dec1"})},
+      {"bunet.head (logits; softmax outside)", at(K, 0), sum({"bunet.head"})},
+      {"acdnet.stem (input cat[image, P_coarse])", at(ao.s(), 0), sum({"acdnet.stem"})},
+      {"acdnet.db1", at(ao.block_out(1), 0), sum({"acdnet.db1"})},
+      {"acdnet.td1 (+ avg-pool)", at(ao.block_in(2), 1), sum({"acdnet.td1"})},
+      {"acdnet.db2", at(ao.block_out(2), 1), sum({"acdnet.db2"})},
+      {"acdnet.td2 (+ avg-pool)", at(ao.block_in(3), 2), sum({"acdnet.td2"})},
+      {"acdnet.db3", at(ao.block_out(3), 2), sum({"acdnet.db3"})},
+      {"acdnet.up2 + dec2", at(ao.u2(), 1), sum({"acdnet.up2", "acdnet.dec2"})},
+      {"acdnet.up1 + dec1", at(ao.u1(), 0), sum({"acdnet.up1", "acdnet.dec1"})},
+      {"acdnet.side1 (on up1 + dec1)", at(ao.e(), 0), sum({"acdnet.side1"})},
+      {"acdnet.side2 (on up2 + dec2, trilinear up)", at(ao.e(), 0), sum({"acdnet.side2"})},
+      {"acdnet.side3 (on db3, trilinear up)", at(ao.e(), 0), sum({"acdnet.side3"})},
+      {"acdnet.fuse (on cat[side1, side2, side3])", at(ao.s(), 0), sum({"acdnet.fuse"})},
+      {"acdnet.head (logits; softmax outside)", at(K, 0), sum({"acdnet.head"})},
+  };
+  const mmnet::index_t nb = params_under(net, "bunet"), na = params_under(net, "acdnet");
+  std::printf("CSCN, config %s: BUNet b %lld; ACDNet s %lld, L %lld, k %lld, a %lld, rates %lld/%lld/%lld, u2 %lld, u1 %lld, "
+              "e %lld; block %s, stride %s, ROI margin %lld, lambda %s, one shared network per stage\n",
+              config.c_str(), static_cast<long long>(b), static_cast<long long>(ao.s()), static_cast<long long>(ao.L()),
+              static_cast<long long>(ao.k()), static_cast<long long>(ao.a()), static_cast<long long>(ao.rates()[0]),
+              static_cast<long long>(ao.rates()[1]), static_cast<long long>(ao.rates()[2]), static_cast<long long>(ao.u2()),
+              static_cast<long long>(ao.u1()), static_cast<long long>(ao.e()), o.block().str().c_str(),
+              o.stride().str().c_str(), static_cast<long long>(o.roi_margin()), fmt(o.lambda(), 2).c_str());
+  std::printf("input: BUNet %s, ACDNet %s (one block in the view frame)\n", shape_str({1, bo.in_channels(), dhw[0], dhw[1], dhw[2]}).c_str(),
+              shape_str({1, ao.in_channels(), dhw[0], dhw[1], dhw[2]}).c_str());
+  std::printf("BUNet %lld + ACDNet %lld parameters (bunet.* / acdnet.* rows)\n", static_cast<long long>(nb),
+              static_cast<long long>(na));
+  print_rows(rows, net.num_parameters());
+  return 0;
+}
+
 int run_info(const std::string& model, const std::string& config, std::string shape_text) {
   const ModelKind kind = model_kind(model);
+  if (kind == ModelKind::cscn) return run_info_cscn(config, shape_text);
   if (shape_text.empty())  // the papers' patches: MMFNet 16 x 256 x 256 slabs, MAML (nnU-Net) 128^3; §8 tiny inputs
     shape_text = kind == ModelKind::mmfnet ? "16x256x256" : config == "tiny" ? "16x24x32" : "128x128x128";
   const std::vector<mmnet::index_t> dhw = parse_shape(shape_text);
@@ -202,7 +266,20 @@ mmnet::HostArray infer(const ForwardArgs& a, const ModelSpec& spec, const mmnet:
   std::vector<float> v(x.data.begin(), x.data.end());
   const auto input = mmnet::Tensor<float, Backend>::from_vector(mmnet::Shape(x.shape), v);
   mmnet::Tensor<float, Backend> prob;
-  if (spec.kind == ModelKind::maml) {
+  if (spec.kind == ModelKind::cscn) {  // each volume separately through the cascade: P_final N x 1 x Z x Y x X
+    mmnet::CSCN<float, Backend> net(*spec.cscn, g);
+    if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
+    net.eval();
+    const mmnet::index_t n = x.shape[0], per = input.numel() / std::max<mmnet::index_t>(1, n);
+    const mmnet::Shape one{1, x.shape[1], x.shape[2], x.shape[3], x.shape[4]};
+    std::vector<double> all;
+    for (mmnet::index_t i = 0; i < n; ++i) {
+      const std::vector<float> vi(v.begin() + i * per, v.begin() + (i + 1) * per);
+      const auto p = net.predict(mmnet::Tensor<float, Backend>::from_vector(one, vi)).p_final.to_vector();
+      all.insert(all.end(), p.begin(), p.end());
+    }
+    prob = mmnet::Tensor<float, Backend>::from_vector(mmnet::Shape{n, 1, x.shape[2], x.shape[3], x.shape[4]}, all);
+  } else if (spec.kind == ModelKind::maml) {
     mmnet::MAML<float, Backend> net(*spec.maml, g);
     if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
     net.eval();
@@ -280,13 +357,13 @@ int main(int argc, char** argv) {
 
   std::string info_model = "mmfnet", info_config = "paper", info_shape;
   auto* info = app.add_subcommand("info", "Per-block output shapes and parameter counts");
-  info->add_option("--model", info_model, "Model (mmfnet, maml)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  info->add_option("--model", info_model, "Model (mmfnet, maml, cscn)")->capture_default_str()->check(CLI::IsMember(model_names()));
   info->add_option("--config", info_config, "Preset")->capture_default_str()->check(CLI::IsMember(all_config_names()));
-  info->add_option("--shape", info_shape, "Input size DxHxW (batch 1; default the paper's patch: mmfnet 16x256x256, maml 128x128x128, maml tiny 16x24x32)");
+  info->add_option("--shape", info_shape, "Input size DxHxW (batch 1; default the paper's patch: mmfnet 16x256x256, maml 128x128x128, maml tiny 16x24x32; cscn the preset's block, 8x24x24 or tiny 4x8x12)");
 
   ForwardArgs fa;
   auto* fwd = app.add_subcommand("forward", "Eval-mode inference: dataset 'input' of --input -> dataset 'output' of --output");
-  fwd->add_option("--model", fa.model, "Model (mmfnet, maml)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  fwd->add_option("--model", fa.model, "Model (mmfnet, maml, cscn: input N x 1 x Z x Y x X volumes, output P_final N x 1 x Z x Y x X)")->capture_default_str()->check(CLI::IsMember(model_names()));
   fwd->add_option("--config", fa.config, "Preset")->capture_default_str()->check(CLI::IsMember(all_config_names()));
   fwd->add_option("--modalities", fa.modalities, "maml: the available modalities (indices, or T1,T1ce,T2,FLAIR for 4)");
   fwd->add_option("--weights", fa.weights, "State dict (.h5, mmnet::save or tools/torch2h5.py); default: seeded initialisation");

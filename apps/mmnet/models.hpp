@@ -1,6 +1,6 @@
 // apps/mmnet/models.hpp: the networks the `mmnet` commands know, by name (--model, --config), and what the
 // commands need to know about one without instantiating it: modalities, classes (1 sigmoid channel for MMFNet's
-// binary output, K softmax channels for MAML), the size multiple of its inputs.
+// binary output, K softmax channels for MAML, 1 tumour probability for CSCN), the size multiple of its inputs.
 #pragma once
 #include <algorithm>
 #include <map>
@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <mmnet/cscn.hpp>
 #include <mmnet/maml.hpp>
 #include <mmnet/mmfnet.hpp>
 
@@ -15,17 +16,18 @@
 
 namespace mmnet_cli {
 
-enum class ModelKind { mmfnet, maml };
+enum class ModelKind { mmfnet, maml, cscn };
 
 inline const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> n{"mmfnet", "maml"};
+  static const std::vector<std::string> n{"mmfnet", "maml", "cscn"};
   return n;
 }
 
 inline ModelKind model_kind(const std::string& model) {
   if (model == "mmfnet") return ModelKind::mmfnet;
   if (model == "maml") return ModelKind::maml;
-  throw cli_error("unknown model '" + model + "' (known: mmfnet, maml)");
+  if (model == "cscn") return ModelKind::cscn;
+  throw cli_error("unknown model '" + model + "' (known: mmfnet, maml, cscn)");
 }
 
 inline const std::map<std::string, mmnet::MAMLOptions (*)()>& maml_presets() {
@@ -43,12 +45,30 @@ inline const std::map<std::string, mmnet::MAMLOptions (*)()>& maml_presets() {
   return presets;
 }
 
+// CSCN (spec cascaded-fcn.md): paper (BUNet b 16 + ACDNet s 32 L 4 k 16, block 8 x 24 x 24), tiny (spec §8 ref-tiny,
+// block 4 x 8 x 12) and small: the paper's block, stride and margin with narrow networks (BUNet b 4, ACDNet s 8,
+// L 2, k 4, a 4, u2 16, u1 8, e 4) that train on the npc-like phantoms in minutes on two CPU cores.
+inline const std::map<std::string, mmnet::CSCNOptions (*)()>& cscn_presets() {
+  using O = mmnet::CSCNOptions;
+  static const std::map<std::string, O (*)()> presets{
+      {"paper", &O::paper},
+      {"tiny", &O::tiny},
+      {"small", +[] {
+         return O::paper().bunet(mmnet::BUNetOptions().b(4))
+             .acdnet(mmnet::ACDNetOptions().s(8).L(2).k(4).a(4).u2(16).u1(8).e(4));
+       }},
+  };
+  return presets;
+}
+
 inline std::vector<std::string> config_names(ModelKind k) {
   std::vector<std::string> n;
   if (k == ModelKind::mmfnet)
     for (auto& p : mmfnet_presets()) n.push_back(p.first);
-  else
+  else if (k == ModelKind::maml)
     for (auto& p : maml_presets()) n.push_back(p.first);
+  else
+    for (auto& p : cscn_presets()) n.push_back(p.first);
   return n;
 }
 
@@ -56,6 +76,8 @@ inline std::vector<std::string> config_names(ModelKind k) {
 inline std::vector<std::string> all_config_names() {
   std::vector<std::string> n = config_names(ModelKind::mmfnet);
   for (auto& c : config_names(ModelKind::maml)) n.push_back(c);
+  for (auto& c : config_names(ModelKind::cscn))
+    if (std::find(n.begin(), n.end(), c) == n.end()) n.push_back(c);
   return n;
 }
 
@@ -71,14 +93,15 @@ struct ModelSpec {
   std::string model, config;
   std::optional<mmnet::MMFNetOptions> mmfnet;
   std::optional<mmnet::MAMLOptions> maml;
+  std::optional<mmnet::CSCNOptions> cscn;
 
-  index_t modalities() const { return mmfnet ? mmfnet->modalities() : maml->modalities(); }
-  // Output channels: 1 (sigmoid foreground probability) for MMFNet, K (softmax) for MAML.
-  index_t output_channels() const { return mmfnet ? 1 : maml->classes(); }
+  index_t modalities() const { return mmfnet ? mmfnet->modalities() : maml ? maml->modalities() : cscn->bunet().in_channels(); }
+  // Output channels: 1 (sigmoid foreground probability) for MMFNet, K (softmax) for MAML, 1 (P_final) for CSCN.
+  index_t output_channels() const { return mmfnet ? 1 : maml ? maml->classes() : 1; }
   // Label values the data set must have: 0..classes-1.
-  index_t classes() const { return mmfnet ? 2 : maml->classes(); }
-  index_t size_multiple() const { return mmfnet ? mmfnet->size_multiple() : maml->size_multiple(); }
-  int levels() const { return mmfnet ? static_cast<int>(mmfnet->levels()) : static_cast<int>(maml->num_pool()); }
+  index_t classes() const { return mmfnet ? 2 : maml ? maml->classes() : cscn->bunet().classes(); }
+  index_t size_multiple() const { return mmfnet ? mmfnet->size_multiple() : maml ? maml->size_multiple() : 4; }
+  int levels() const { return mmfnet ? static_cast<int>(mmfnet->levels()) : maml ? static_cast<int>(maml->num_pool()) : 2; }
   std::string name() const { return model + " " + config; }
 };
 
@@ -89,6 +112,12 @@ inline ModelSpec model_spec(const std::string& model, const std::string& config)
   s.config = config;
   if (s.kind == ModelKind::mmfnet) {
     s.mmfnet = options_for(model, config);
+  } else if (s.kind == ModelKind::cscn) {
+    auto it = cscn_presets().find(config);
+    if (it == cscn_presets().end())
+      throw cli_error("unknown cscn config '" + config + "' (known: " + join(config_names(ModelKind::cscn)) + ")");
+    s.cscn = it->second();
+    s.cscn->validate();
   } else {
     auto it = maml_presets().find(config);
     if (it == maml_presets().end())

@@ -1,7 +1,8 @@
 // apps/mmnet/pipeline.hpp: what `mmnet train` and `mmnet segment` share: the run configuration (RUN/config.json),
 // the preprocessing of a case (MMFNet: body box of T1 by Otsu on the raw image, per-modality body z-score with
 // MMFNet's clips, crop to the box; MAML: nnU-Net's crop to the non-zero box and z-score inside the non-zero
-// mask), output-path hygiene (no partial outputs on failure) and small file helpers.
+// mask; CSCN: the same after resampling to 1 mm isotropic, trilinear image and nearest label), output-path hygiene
+// (no partial outputs on failure) and small file helpers.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,7 @@
 #include <mmnet/data/crop.hpp>
 #include <mmnet/data/dataset.hpp>
 #include <mmnet/data/normalize.hpp>
+#include <mmnet/data/resample.hpp>
 #include <mmnet/io/atomic_file.hpp>
 #include <mmnet/io/nifti.hpp>
 
@@ -39,7 +41,10 @@ struct RunConfig {
   std::vector<std::string> modalities;                 // dataset.json's modality names, channel order
   std::vector<std::string> labels;                     // dataset.json's label names by value 0..K-1
   std::vector<index_t> patch{16, 48, 48};              // D, H, W: training patch = sliding-window roi
-  std::string normalization = "body_zscore";           // body_zscore (MMFNet) or nonzero_zscore (nnU-Net, MAML)
+  // body_zscore (MMFNet), nonzero_zscore (nnU-Net, MAML) or isotropic_nonzero_zscore (CSCN: resample to `spacing`
+  // first, trilinear image / nearest label, when a case's spacing differs; then as nonzero_zscore)
+  std::string normalization = "body_zscore";
+  std::array<double, 3> spacing{1.0, 1.0, 1.0};        // isotropic_nonzero_zscore: the target grid (mm, D H W)
   std::vector<std::array<double, 2>> clips;            // per modality, after the body z-score (body_zscore only)
   std::string optimizer = "adam";                      // adam, or sgd (Nesterov, poly LR, clip 12: nnU-Net / MAML)
   std::string loss = "code";                           // MAML: the code or the paper loss weights (spec §3.3)
@@ -52,7 +57,13 @@ struct RunConfig {
 
   std::string checkpoint_name() const { return model + "-" + config; }
 
-  bool nonzero() const { return normalization == "nonzero_zscore"; }
+  bool nonzero() const { return normalization == "nonzero_zscore" || normalization == "isotropic_nonzero_zscore"; }
+  bool resamples() const { return normalization == "isotropic_nonzero_zscore"; }
+  // The grid cases are resampled to before anything else (CSCN), or none.
+  std::optional<mmnet::data::Spacing> resample_target() const {
+    if (!resamples()) return std::nullopt;
+    return mmnet::data::Spacing{spacing[0], spacing[1], spacing[2]};
+  }
   mmnet::data::NormalizeOptions normalize_options() const {
     if (nonzero()) return mmnet::data::NormalizeOptions::nnunet_mri();
     mmnet::data::NormalizeOptions o(mmnet::data::NormalizeMode::body_zscore);
@@ -75,7 +86,15 @@ struct RunConfig {
     j["modalities"] = modalities;
     j["labels"] = labels;
     j["patch"] = patch;
-    if (nonzero())
+    if (resamples())
+      j["normalization"] = {{"mode", "isotropic_nonzero_zscore"},
+                            {"spacing", spacing},
+                            {"resample", "to spacing when a case's differs: trilinear image, nearest label (align "
+                                         "corners, mmnet/data/resample.hpp); predictions go back by nearest"},
+                            {"mask", "voxels where any modality is non-zero; outside set to 0"},
+                            {"clips", clips},
+                            {"crop", "bounding box of the non-zero mask, then crop"}};
+    else if (nonzero())
       j["normalization"] = {{"mode", "nonzero_zscore"},
                             {"mask", "voxels where any modality is non-zero; outside set to 0"},
                             {"clips", clips},
@@ -114,6 +133,7 @@ struct RunConfig {
       r.patch = j.at("patch").get<std::vector<index_t>>();
       r.normalization = j.at("normalization").value("mode", std::string("body_zscore"));
       r.clips = j.at("normalization").at("clips").get<std::vector<std::array<double, 2>>>();
+      if (r.resamples()) r.spacing = j.at("normalization").at("spacing").get<std::array<double, 3>>();
       // Keys added with MAML; a run written before has the MMFNet values.
       r.labels = j.value("labels", std::vector<std::string>{"background", "foreground"});
       r.optimizer = j.value("optimizer", std::string("adam"));
@@ -134,8 +154,11 @@ struct RunConfig {
     if (r.patch.size() != 3) throw cli_error(path + ": 'patch' must hold 3 sizes");
     for (auto p : r.patch)
       if (p < 1) throw cli_error(path + ": 'patch' sizes must be >= 1");
-    if (r.normalization != "body_zscore" && r.normalization != "nonzero_zscore")
+    if (r.normalization != "body_zscore" && r.normalization != "nonzero_zscore" &&
+        r.normalization != "isotropic_nonzero_zscore")
       throw cli_error(path + ": unknown normalization mode '" + r.normalization + "'");
+    for (double v : r.spacing)
+      if (!(v > 0) || !std::isfinite(v)) throw cli_error(path + ": normalization 'spacing' must be > 0");
     if (r.optimizer != "adam" && r.optimizer != "sgd") throw cli_error(path + ": unknown optimizer '" + r.optimizer + "'");
     if (r.loss != "code" && r.loss != "paper") throw cli_error(path + ": unknown loss '" + r.loss + "'");
     if (r.labels.size() < 2) throw cli_error(path + ": 'labels' must name at least 2 labels");
@@ -194,8 +217,11 @@ struct PreparedCase {
   std::string name;
   mmnet::data::Volume image;                    // C x d x h x w, normalised, cropped
   std::optional<mmnet::data::LabelMap> label;   // cropped, 0/1
-  mmnet::data::Box box;                         // in the original grid
-  index_t depth = 0, height = 0, width = 0;     // the original grid
+  mmnet::data::Box box;                         // in the (resampled) grid
+  index_t depth = 0, height = 0, width = 0;     // the original grid (the case's files)
+  mmnet::data::Spacing spacing{1.0, 1.0, 1.0};  // and its spacing
+  bool resampled = false;                       // image/label were resampled to the run's spacing first
+  index_t grid_depth = 0, grid_height = 0, grid_width = 0;  // the grid `box` refers to (= the original unless resampled)
   mmnet::io::NiftiHeader reference;
   mmnet::data::Volume full_image;               // the normalised uncropped image (only with keep_full: PNGs)
 };
@@ -230,22 +256,41 @@ inline std::vector<std::string> label_names(const mmnet::data::Dataset& ds) {
 // The run's preprocessing. body_zscore (MMFNet, spec §4): body box from the Otsu mask of channel 0 on the raw
 // image (the whole volume when that is empty), per-modality body z-score with the clips, then the crop.
 // nonzero_zscore (nnU-Net, MAML spec §4.2): the bounding box of the voxels where any modality is non-zero,
-// z-score inside that mask (0 outside), then the crop.
+// z-score inside that mask (0 outside), then the crop. isotropic_nonzero_zscore (CSCN spec §4.1): resample_to set,
+// the image (trilinear) and label (nearest) are first resampled to it when their spacing differs.
 inline PreparedCase prepare_case(mmnet::data::LoadedCase lc, const mmnet::data::NormalizeOptions& norm,
-                                 bool keep_full = false) {
+                                 bool keep_full = false,
+                                 const std::optional<mmnet::data::Spacing>& resample_to = std::nullopt) {
   PreparedCase p;
   p.name = lc.name;
   p.depth = lc.image.depth;
   p.height = lc.image.height;
   p.width = lc.image.width;
   p.reference = lc.reference;
+  p.spacing = lc.image.spacing;
+  if (resample_to && !mmnet::data::same_spacing(lc.image.spacing, *resample_to)) {
+    lc.image = mmnet::data::resample(lc.image, *resample_to);
+    if (lc.label) lc.label = mmnet::data::resample(*lc.label, *resample_to);
+    p.resampled = true;
+  }
+  p.grid_depth = lc.image.depth;
+  p.grid_height = lc.image.height;
+  p.grid_width = lc.image.width;
   p.box = norm.use_nonzero_mask() ? mmnet::data::nonzero_box(lc.image) : mmnet::data::body_box(lc.image, 0);
-  if (p.box.empty()) p.box = mmnet::data::Box::full(p.depth, p.height, p.width);
+  if (p.box.empty()) p.box = mmnet::data::Box::full(p.grid_depth, p.grid_height, p.grid_width);
   mmnet::data::normalize(lc.image, norm, lc.name);
   p.image = mmnet::data::crop(lc.image, p.box);
   if (lc.label) p.label = mmnet::data::crop(*lc.label, p.box);
   if (keep_full) p.full_image = std::move(lc.image);
   return p;
+}
+
+// A label map on a prepared case's (cropped, maybe resampled) grid back onto the grid of the case's files: uncrop,
+// then nearest-neighbour resampling when the case was resampled.
+inline mmnet::data::LabelMap to_original_grid(const mmnet::data::LabelMap& cropped, const PreparedCase& c) {
+  mmnet::data::LabelMap full = mmnet::data::uncrop(cropped, c.box, c.grid_depth, c.grid_height, c.grid_width);
+  if (!c.resampled) return full;
+  return mmnet::data::resample_to_shape(full, {c.depth, c.height, c.width}, c.spacing);
 }
 
 // Keeps only the channels of `present` (ascending indices), in that order: the input of a run with missing

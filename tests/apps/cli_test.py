@@ -3,7 +3,8 @@
     cli_test.py <path to bin/mmnet> <work dir> [case ...]
     cli_test.py <path to bin/mmnet> <work dir> weights <path to examples/mmfnet_train_tiny>
 
-Cases: info, forward, errors, bench, pipeline, pipeline_errors, phantom_brats, evaluate_regions (default: all); weights (loads the file the example
+Cases: info, forward, errors, bench, pipeline, pipeline_errors, phantom_brats, evaluate_regions, maml_info, maml_forward,
+maml_pipeline, phantom_npc, cscn_info, cscn_forward, cscn_pipeline (default: all); weights (loads the file the example
 saves). pipeline: phantom -> train -> resume -> segment -> evaluate on tiny phantoms with the tiny config;
 pipeline_errors: bad data sets, checkpoints and predictions exit 2 with one line and leave no output behind.
 Each failure is printed; the exit status is the number of failures.
@@ -818,10 +819,176 @@ def case_maml_pipeline():
                  "train maml on a 3-modality binary data set", "3 modalities", "maml small expects 4",
                  absent=[os.path.join(WORK, "run_bad")])
 
+
+# ---- CSCN (issue [G]) ------------------------------------------------------------------------------------------
+
+def info_rows(out):
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"^((?:bunet|acdnet)\.\S+(?: \+ \S+)?)(?: \([^)]*\))?\s+(1 x [0-9 x]+?)\s+([0-9]+)$", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), int(m.group(3)))
+    return rows
+
+
+def case_cscn_info():
+    rc, out, err = run("info", "--model", "cscn", "--config", "paper")
+    lines = out.strip().splitlines()
+    check(rc == 0 and lines and lines[-1] == "params: 2820324", f"info cscn paper: last line 'params: 2820324' ({err.strip()})")
+    check("BUNet 1147090 + ACDNet 1673234" in out, "info cscn paper: BUNet 1,147,090 + ACDNet 1,673,234 (spec §2.3)")
+    rows = info_rows(out)
+    names = ["bunet.e1", "bunet.e2", "bunet.bottom", "bunet.up2 + dec2", "bunet.up1 + dec1", "bunet.head",
+             "acdnet.stem", "acdnet.db1", "acdnet.td1", "acdnet.db2", "acdnet.td2", "acdnet.db3", "acdnet.up2 + dec2",
+             "acdnet.up1 + dec1", "acdnet.side1", "acdnet.side2", "acdnet.side3", "acdnet.fuse", "acdnet.head"]
+    check(list(rows) == names, f"info cscn paper: the per-block rows of both networks ({list(rows)})")
+    want = {"bunet.e1": "1 x 32 x 8 x 24 x 24", "bunet.bottom": "1 x 128 x 2 x 6 x 6", "bunet.up2 + dec2": "1 x 64 x 4 x 12 x 12",
+            "bunet.head": "1 x 2 x 8 x 24 x 24", "acdnet.db1": "1 x 96 x 8 x 24 x 24", "acdnet.td1": "1 x 48 x 4 x 12 x 12",
+            "acdnet.db2": "1 x 112 x 4 x 12 x 12", "acdnet.td2": "1 x 56 x 2 x 6 x 6", "acdnet.db3": "1 x 120 x 2 x 6 x 6",
+            "acdnet.side3": "1 x 16 x 8 x 24 x 24", "acdnet.head": "1 x 2 x 8 x 24 x 24"}
+    bad = {k: rows.get(k, ("", 0))[0] for k, v in want.items() if rows.get(k, ("", 0))[0] != v}
+    check(not bad, f"info cscn paper: output shapes of spec §2.2 / §2.3 on the 8 x 24 x 24 block ({bad})")
+    nb = sum(p for k, (_, p) in rows.items() if k.startswith("bunet."))
+    check(nb == 1147090, f"info cscn paper: the bunet rows sum to 1,147,090 ({nb})")
+    rc, out, err = run("info", "--model", "cscn", "--config", "tiny")
+    rows = info_rows(out)
+    nb = sum(p for k, (_, p) in rows.items() if k.startswith("bunet."))
+    na = sum(p for k, (_, p) in rows.items() if k.startswith("acdnet."))
+    check(rc == 0 and out.strip().splitlines()[-1] == "params: 61014" and nb == 18116 and na == 42898,
+          f"info cscn tiny: BUNet 18,116 + ACDNet 42,898 = 61,014 (spec §8) ({nb}, {na})")
+    check(rows.get("acdnet.td2", ("", 0))[0] == "1 x 6 x 1 x 2 x 3" and rows.get("acdnet.db3", ("", 0))[0] == "1 x 12 x 1 x 2 x 3" and
+          rows.get("acdnet.up1 + dec1", ("", 0))[0] == "1 x 10 x 4 x 8 x 12",
+          f"info cscn tiny: spec §8 shapes on the 4 x 8 x 12 block ({rows.get('acdnet.td2')}, {rows.get('acdnet.db3')})")
+    rc, out, err = run("info", "--model", "cscn", "--config", "paper", "--shape", "8x24x22")
+    check(rc == 2 and "multiple of 4" in err, f"info cscn: a block size that is not a multiple of 4 exits 2 ({err.strip()})")
+
+
+def case_cscn_forward():
+    x = tiny_input((2, 1, 9, 14, 13), seed=3)
+    inp = write_h5("cscn_in.h5", {"input": x})
+    out = os.path.join(WORK, "cscn_out.h5")
+    rc, so, se = run("forward", "--model", "cscn", "--config", "tiny", "--input", inp, "--output", out, "--seed", "2")
+    check(rc == 0, f"forward cscn tiny: exit 0 ({se.strip()})")
+    if rc != 0:
+        return
+    with h5py.File(out, "r") as f:
+        y = f["output"][()]
+    check(y.shape == (1 * 2, 1, 9, 14, 13) and np.all(y >= 0) and np.all(y <= 1) and y.std() > 0,
+          f"forward cscn tiny: P_final N x 1 x Z x Y x X in [0, 1] ({y.shape})")
+    one = os.path.join(WORK, "cscn_out1.h5")
+    rc, so, se = run("forward", "--model", "cscn", "--config", "tiny", "--input", write_h5("cscn_in1.h5", {"input": x[1:]}),
+                     "--output", one, "--seed", "2")
+    with h5py.File(one, "r") as f:
+        y1 = f["output"][()]
+    check(rc == 0 and np.array_equal(y1[0], y[1]), "forward cscn: each volume of the batch goes through the cascade alone")
+    msg = one_line_error(["forward", "--model", "cscn", "--config", "tiny", "--output", os.path.join(WORK, "x.h5"),
+                          "--input", write_h5("cscn_2ch.h5", {"input": tiny_input((1, 2, 8, 8, 12))})],
+                         "forward cscn: 2 channels")
+    check("2 channels" in msg and "1 modalities" in msg, f"forward cscn: names expected and actual channels ({msg})")
+    one_line_error(["forward", "--model", "cscn", "--config", "tiny", "--input", inp, "--output", os.path.join(WORK, "x.h5"),
+                    "--modalities", "0"], "forward cscn --modalities")
+
+
+def case_cscn_pipeline():
+    os.makedirs(WORK, exist_ok=True)
+    data = os.path.join(WORK, "npc")
+    shutil.rmtree(data, ignore_errors=True)
+    rc, out, err = run("phantom", "--task", "npc-like", "--out", data, "--cases", "3", "--test-cases", "1", "--seed", "3",
+                       "--shape", "8x30x28")
+    check(rc == 0, f"phantom npc-like 8 x 30 x 28 of 3 x 1 x 1 mm: exit 0 ({err.strip()})")
+
+    def cscn_args(out, *extra):
+        return ["train", "--data", data, "--model", "cscn", "--config", "tiny", "--out", out, "--batch", "2",
+                "--iterations", "2", "--seed", "5", "--progress", "lines", *extra]
+    run_a, run_b = os.path.join(WORK, "run_a"), os.path.join(WORK, "run_b")
+    for r in (run_a, run_b):
+        shutil.rmtree(r, ignore_errors=True)
+    rc, out, err = run(*cscn_args(run_a, "--epochs", "2"))
+    check(rc == 0 and "stage 1/2: BUNet" in out and "stage 2/2: ACDNet" in out and "validation: cascade Dice" in out,
+          f"train cscn tiny: exit 0, both stages ({out[-400:]!r} {err.strip()[-300:]})")
+    with open(os.path.join(run_a, "config.json")) as f:
+        cfg = json.load(f)
+    check(cfg["model"] == "cscn" and cfg["config"] == "tiny" and cfg["normalization"]["mode"] == "isotropic_nonzero_zscore" and
+          cfg["normalization"]["spacing"] == [1.0, 1.0, 1.0] and cfg["patch"] == [4, 8, 12] and cfg["lr"] == 0.001 and
+          cfg["modalities"] == ["T1"] and cfg["labels"] == ["background", "tumour"],
+          f"train cscn: config.json: model, 1 mm resampling + non-zero z-score, the block, Adam 1e-3 ({cfg})")
+    for stage in ("bunet", "acdnet"):
+        files = [f for f in ("last.h5", "best.h5", "log.csv", "curves.svg") if os.path.exists(os.path.join(run_a, stage, f))]
+        check(len(files) == 4, f"train cscn: RUN/{stage}/ holds last.h5, best.h5, log.csv, curves.svg ({files})")
+    wa = model_weights(os.path.join(run_a, "best.h5"))
+    with h5py.File(os.path.join(run_a, "best.h5"), "r") as f:
+        name = f.attrs.get("model_name")
+    check("bunet.e1.0.conv.weight" in wa and "acdnet.db3.1.bottleneck.conv.weight" in wa and len(wa) == 66 + 252 and
+          str(name.decode() if isinstance(name, bytes) else name) == "cscn-tiny",
+          f"train cscn: RUN/best.h5 is the CSCN checkpoint (bunet.* + acdnet.*, 318 tensors, cscn-tiny) ({len(wa)}, {name})")
+    best_b = model_weights(os.path.join(run_a, "bunet", "best.h5"))
+    check(all(np.array_equal(best_b[k], wa["bunet." + k]) for k in best_b),
+          "train cscn: RUN/best.h5's bunet.* are stage 1's best")
+    # Resume: stage 1 in two runs (--stage 1), then --resume runs stage 2: the same losses and weights.
+    rc1, _, e1 = run(*cscn_args(run_b, "--epochs", "1", "--stage", "1"))
+    check(rc1 == 0 and not os.path.exists(os.path.join(run_b, "acdnet")) and not os.path.exists(os.path.join(run_b, "best.h5")),
+          f"train cscn --stage 1: stops after BUNet ({e1.strip()[-200:]})")
+    rc2, _, e2 = run("train", "--out", run_b, "--resume", "--epochs", "2", "--stage", "1", "--progress", "lines")
+    rc3, o3, e3 = run("train", "--out", run_b, "--resume", "--progress", "lines")
+    check(rc2 == 0 and rc3 == 0 and "resuming stage 1" in o3 and "stage 2/2" in o3,
+          f"train cscn --resume: stage 1 complete -> stage 2 ({e2.strip()[-200:]} {e3.strip()[-200:]})")
+    for stage in ("bunet", "acdnet"):
+        la, lb = read_log(os.path.join(run_a, stage)), read_log(os.path.join(run_b, stage))
+        check([r[:5] for r in la] == [r[:5] for r in lb] and len(la) == 3,
+              f"train cscn --resume: {stage}/log.csv equals the uninterrupted run's ({la} vs {lb})")
+    wb = model_weights(os.path.join(run_b, "best.h5"))
+    check(wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa),
+          "train cscn --resume: RUN/best.h5 bit-identical to the uninterrupted run's")
+    rc4, o4, e4 = run("train", "--out", run_b, "--resume", "--progress", "lines")
+    check(rc4 == 0 and "resuming stage 2" in o4, f"train cscn --resume after the end: stage 2, nothing left to do ({e4.strip()[-200:]})")
+
+    test = "phantom_101"
+    for stage in ("cascade", "coarse"):
+        pred = os.path.join(WORK, "pred_" + stage)
+        shutil.rmtree(pred, ignore_errors=True)
+        rc, out, err = run("segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--out", pred,
+                           "--stage", stage, "--largest-component")
+        check(rc == 0 and ("BUNet alone" in out if stage == "coarse" else "cascade" in out),
+              f"segment cscn --stage {stage}: exit 0 ({out[-300:]!r} {err.strip()[-300:]})")
+        p = os.path.join(pred, test + ".nii.gz")
+        ok = os.path.exists(p)
+        if ok:
+            gp, vp, dt, _, _ = read_nifti(p)
+            gi, _, _, _, _ = read_nifti(os.path.join(data, "imagesTs", test + "_0000.nii.gz"))
+            ok = gp == gi and dt == 2 and set(np.unique(vp)) <= {0, 1} and tuple(gp["dims"]) == (28, 30, 8)
+        check(ok, f"segment cscn --stage {stage}: {test}.nii.gz back on the input's 3 x 1 x 1 mm grid and geometry, labels 0/1")
+        rc, out, err = run("evaluate", "--pred", pred, "--truth", os.path.join(data, "labelsTs"))
+        check(rc == 0 and "mean dice:" in out, f"evaluate cscn {stage}: binary metrics ({out[-200:]!r} {err.strip()})")
+
+    # Bad inputs: one line, exit 2, nothing left behind.
+    bad = os.path.join(WORK, "run_bad")
+    mm = os.path.join(WORK, "mmfnet_data")
+    shutil.rmtree(mm, ignore_errors=True)
+    run("phantom", "--out", mm, "--cases", "2", "--test-cases", "1", "--seed", "3", "--shape", "8x24x24")
+    args = cscn_args(bad)
+    args[args.index("--data") + 1] = mm
+    expect_error(args, "train cscn on a 3-modality data set", "3 modalities", "cscn tiny expects 1", absent=[bad])
+    three = os.path.join(WORK, "npc_3labels")
+    shutil.rmtree(three, ignore_errors=True)
+    shutil.copytree(data, three)
+    with open(os.path.join(three, "dataset.json")) as f:
+        ds = json.load(f)
+    ds["labels"]["2"] = "nodes"
+    with open(os.path.join(three, "dataset.json"), "w") as f:
+        json.dump(ds, f)
+    args[args.index("--data") + 1] = three
+    expect_error(args, "train cscn on labels 0, 1, 2", "labels must be exactly 0", "got 3 labels", absent=[bad])
+    expect_error(cscn_args(bad, "--patch", "8x24x24"), "train cscn --patch", "--patch", "4 x 8 x 12", absent=[bad])
+    expect_error(["segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--out", os.path.join(WORK, "p_bad"),
+                  "--modalities", "T1"], "segment cscn --modalities", "--modalities", "one modality",
+                 absent=[os.path.join(WORK, "p_bad")])
+    expect_error(["segment", "--weights", os.path.join(run_a, "best.h5"), "--data", mm, "--out", os.path.join(WORK, "p_bad")],
+                 "segment cscn on a 3-modality data set", "3 modalities", absent=[os.path.join(WORK, "p_bad")])
+
 cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "bench": case_bench,
-         "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors, "phantom_brats": case_phantom_brats,
+         "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors,
+         "maml_info": case_maml_info, "maml_forward": case_maml_forward, "maml_pipeline": case_maml_pipeline, "phantom_brats": case_phantom_brats,
          "evaluate_regions": case_evaluate_regions, "phantom_npc": case_phantom_npc,
-         "maml_info": case_maml_info, "maml_forward": case_maml_forward, "maml_pipeline": case_maml_pipeline}
+         "cscn_info": case_cscn_info, "cscn_forward": case_cscn_forward, "cscn_pipeline": case_cscn_pipeline}
 os.makedirs(WORK, exist_ok=True)
 if sys.argv[3:4] == ["weights"]:
     case_weights(sys.argv[4])
