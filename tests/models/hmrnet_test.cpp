@@ -541,6 +541,39 @@ TEST_CASE("hmrnet: loss options, training settings and the Trainer loss step") {
   CHECK(!s.grad[3].defined());
 }
 
+TEST_CASE("hmrnet: training through train::Trainer (SGD-Nesterov, poly lr per epoch, clip 12)") {
+  using T = double;
+  Generator g(3);
+  Net<T> net(models::HMRNetOptions::tiny_s(), g);
+  const auto before = net.state_dict();
+  optim::SGD<T, Backend> opt(net.parameters(), models::hmrnet::sgd_options());
+  optim::PolyLR sched(opt, models::hmrnet::poly_lr_options(4));
+  Loss<T> loss(models::HMRNetLossOptions().theta(2.0));
+  train::Trainer<Net<T>> trainer(net, opt, models::hmrnet::loss_step(loss),
+                                 train::TrainerOptions().epochs(2).iterations_per_epoch(2).progress(train::ProgressMode::off)
+                                     .handle_sigint(false).clip_grad_norm(models::hmrnet::clip_norm));
+  trainer.scheduler(sched, train::SchedulerStep::per_epoch);
+  auto batch = [](int epoch, int it) {
+    const std::uint64_t seed = 500 + 7 * static_cast<std::uint64_t>(epoch) + static_cast<std::uint64_t>(it);
+    train::Batch<T, Backend> b;
+    b.input = randn<T>(Shape{2, 3, 16, 8, 4}, seed);
+    b.target = binary_tensor<T>(Shape{2, 1, 16, 8, 4}, 0.2, seed + 1);
+    return b;
+  };
+  const auto r = trainer.fit(batch);
+  CHECK(r.status == train::FitStatus::completed);
+  REQUIRE(r.history.size() == 2);
+  for (int e = 0; e < 2; ++e) {
+    CHECK(std::isfinite(r.history[static_cast<std::size_t>(e)].train_loss));
+    CHECK(r.history[static_cast<std::size_t>(e)].lr == doctest::Approx(0.01 * std::pow(1 - e / 4.0, 0.9)));
+  }
+  const auto after = net.state_dict();
+  for (auto& e : before) {
+    const bool unused_head = starts_with(e.first, "dpvision_con3.");
+    CHECK_MESSAGE((after.find(e.first)->data == e.second.data) == unused_head, e.first);
+  }
+}
+
 // ---- bad input -------------------------------------------------------------------------------------------------
 
 TEST_CASE("hmrnet: bad input names component, expected and actual") {
