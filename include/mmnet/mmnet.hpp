@@ -70,6 +70,7 @@
 
 #include "models/tiny_net.hpp"
 #include "cscn.hpp"
+#include "hmrnet.hpp"
 #include "maml.hpp"
 #include "mmfnet.hpp"
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../../core/grad_reach.hpp"
 #include "../../core/module.hpp"
 #include "../../core/ops.hpp"
 #include "../../core/random.hpp"
@@ -95,23 +96,6 @@ struct ConvBlock : Module<T, Backend> {
 };
 
 namespace detail {
-
-template <class T, class Backend>
-bool all_zero(const Tensor<T, Backend>& t) {
-  const T* p = t.data();
-  return backend::reduce_sum<double>(Backend{}, t.numel(), MMNET_KERNEL(index_t i) { return p[i] != T(0) ? 1.0 : 0.0; }) == 0;
-}
-
-// "No gradient" (as models/maml): before a reached module's backward adds into its gradients, a zero grad where
-// a trainable one is undefined; for a module no defined output gradient reaches, an all-zero grad (zero_grad()'s)
-// becomes undefined, a non-zero one (accumulated by an earlier backward) is kept.
-template <class T, class Backend>
-void mark(Module<T, Backend>& m, bool reached) {
-  for (auto* p : m.parameters()) {
-    if (reached && p->wants_grad() && !p->grad.defined()) p->grad = Tensor<T, Backend>(p->value.shape());
-    if (!reached && p->grad.defined() && all_zero(p->grad)) p->grad = Tensor<T, Backend>();
-  }
-}
 
 // a += b where either may be undefined (undefined = not reached); returns the sum without writing into b.
 template <class T, class Backend>

@@ -184,7 +184,7 @@ struct HMRNet : Module<T, Backend> {
     const bool top = grads[0].defined();
     for (Module<T, Backend>* mod : std::initializer_list<Module<T, Backend>*>{
              &out_conv, &final_concat, &fr_sse7, &fr_concat7, &sse7, &concat7, &up4, &basic_conv7})
-      hmrnet::detail::mark(*mod, top);
+      mark_reached(*mod, top);
     if (top) {
       const auto df = catf_.backward(final_concat.backward(out_conv.backward(grads[0])));
       tensor dh7c = df[0], dm7c = df[1];
@@ -296,7 +296,7 @@ struct HMRNet : Module<T, Backend> {
   // Runs f(d) when d is defined (the module is reached); marks the module's parameters either way.
   template <class F>
   tensor through(Module<T, Backend>& mod, const tensor& d, F&& f) {
-    hmrnet::detail::mark(mod, d.defined());
+    mark_reached(mod, d.defined());
     return d.defined() ? f(d) : tensor();
   }
   tensor head_backward(nn::Conv3d<T, Backend>& head, const tensor& g) {
@@ -309,19 +309,19 @@ struct HMRNet : Module<T, Backend> {
   typename Level::Gradients level_backward(Level& lv, std::size_t i, const tensor& dmc, const tensor& dhc) {
     typename Level::Gradients g;
     if (!dmc.defined() && !dhc.defined()) {
-      hmrnet::detail::mark(lv, false);
+      mark_reached(lv, false);
       return g;
     }
-    hmrnet::detail::mark(lv, true);
+    mark_reached(lv, true);
     g = lv.backward(dmc.defined() ? dmc : tensor(lvl_shapes_[i][0]), dhc.defined() ? dhc : tensor(lvl_shapes_[i][1]));
     if (!dmc.defined()) {
-      hmrnet::detail::mark(lv.concat, false);
-      if (lv.sse_down) hmrnet::detail::mark(*lv.sse_down, false);
+      mark_reached(lv.concat, false);
+      if (lv.sse_down) mark_reached(*lv.sse_down, false);
       g.dskip = tensor();
     }
     if (!dhc.defined()) {
-      hmrnet::detail::mark(lv.fr_concat, false);
-      if (lv.sse_up) hmrnet::detail::mark(*lv.sse_up, false);
+      mark_reached(lv.fr_concat, false);
+      if (lv.sse_up) mark_reached(*lv.sse_up, false);
     }
     return g;
   }

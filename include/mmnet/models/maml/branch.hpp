@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "../../core/grad_reach.hpp"
 #include "../../core/module.hpp"
 #include "../../core/ops.hpp"
 #include "../../core/random.hpp"
@@ -39,33 +40,6 @@
 namespace mmnet::models::maml {
 
 namespace detail {
-
-template <class T, class Backend>
-bool all_zero(const Tensor<T, Backend>& t) {
-  const T* p = t.data();
-  return backend::reduce_sum<double>(Backend{}, t.numel(), MMNET_KERNEL(index_t i) { return p[i] != T(0) ? 1.0 : 0.0; }) == 0;
-}
-
-// Before a reached module's backward adds into its gradients: a zero grad where a trainable one is undefined.
-template <class T, class Backend>
-void ensure_grads(Module<T, Backend>& m) {
-  for (auto* p : m.parameters())
-    if (p->wants_grad() && !p->grad.defined()) p->grad = Tensor<T, Backend>(p->value.shape());
-}
-
-// For a module this backward does not reach: an all-zero grad (zero_grad()'s, or a fresh module's) becomes
-// undefined ("no gradient"); a non-zero one holds gradients accumulated earlier and is kept.
-template <class T, class Backend>
-void release_unreached(Module<T, Backend>& m) {
-  for (auto* p : m.parameters())
-    if (p->grad.defined() && all_zero(p->grad)) p->grad = Tensor<T, Backend>();
-}
-
-template <class T, class Backend>
-void mark(Module<T, Backend>& m, bool reached) {
-  if (reached) ensure_grads(m);
-  else release_unreached(m);
-}
 
 // a + b where either may be undefined (undefined + undefined = undefined); never writes into a or b.
 template <class T, class Backend>
@@ -230,12 +204,12 @@ struct Branch : Module<T, Backend> {
     for (int u = 0; u < p; ++u)
       if (dlogits[static_cast<std::size_t>(p - 1 - u)].defined()) top = std::max(top, u);
     for (int u = 0; u < p; ++u) {
-      detail::mark(seg_outputs[static_cast<std::size_t>(u)], dlogits[static_cast<std::size_t>(p - 1 - u)].defined());
-      detail::mark(tu[static_cast<std::size_t>(u)], u <= top);
-      detail::mark(conv_blocks_localization[static_cast<std::size_t>(u)], u <= top);
+      mark_reached(seg_outputs[static_cast<std::size_t>(u)], dlogits[static_cast<std::size_t>(p - 1 - u)].defined());
+      mark_reached(tu[static_cast<std::size_t>(u)], u <= top);
+      mark_reached(conv_blocks_localization[static_cast<std::size_t>(u)], u <= top);
     }
-    for (auto& s : conv_blocks_context) detail::mark(s, top >= 0);
-    detail::mark(bottleneck, top >= 0);
+    for (auto& s : conv_blocks_context) mark_reached(s, top >= 0);
+    mark_reached(bottleneck, top >= 0);
     if (top < 0) return tensor(x_shape_);
 
     std::vector<tensor> dskip(static_cast<std::size_t>(p));

@@ -129,8 +129,8 @@ struct MAML : Module<T, Backend> {
     std::vector<tensor> dfeat(static_cast<std::size_t>(mcount));
     if (options_.has_fusion()) {
       const bool joint = grads[0].defined();
-      maml::detail::mark(output, joint);
-      maml::detail::mark(ma, joint);
+      mark_reached(output, joint);
+      mark_reached(ma, joint);
       if (joint) {
         const auto df = ma.backward(output.backward(grads[0]));
         for (std::size_t j = 0; j < present_.size(); ++j) dfeat[static_cast<std::size_t>(present_[j])] = df[j];
@@ -140,7 +140,7 @@ struct MAML : Module<T, Backend> {
     for (index_t i = 0; i < mcount; ++i) {
       auto& b = modality_specific_models[static_cast<std::size_t>(i)];
       if (!is_present(i)) {
-        maml::detail::mark(b, false);
+        mark_reached(b, false);
         continue;
       }
       std::vector<tensor> dz(grads.begin() + output_index(i, 0), grads.begin() + output_index(i, 0) + p);
