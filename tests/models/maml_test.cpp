@@ -649,7 +649,7 @@ struct MAMLAll : Flatten<models::MAML<double, Backend>> {
 };
 }  // namespace
 
-TEST_CASE("MAML: central-difference check of a branch (all heads and F)") {
+TEST_CASE("MAML: central-difference check of a branch (all heads and F)" * doctest::skip(!whole_network_gradchecks)) {
   Generator g(21);
   const auto bo = MAMLOptions(1, 2).base_channels(1).num_pool(2).max_channels(2);  // widths 1, 2, 2
   models::maml::Branch<double, Backend> branch(bo, g);
@@ -660,7 +660,7 @@ TEST_CASE("MAML: central-difference check of a branch (all heads and F)") {
   gradcheck_module(bw, randn<double>(Shape{1, 1, 8, 4, 12}, 4));
 }
 
-TEST_CASE("MAML: central-difference check of a small whole network (every output)") {
+TEST_CASE("MAML: central-difference check of a small whole network (every output)" * doctest::skip(!whole_network_gradchecks)) {
   Generator g2(22);
   Net<double> small(MAMLOptions(2, 2).base_channels(2).num_pool(1).max_channels(2), g2);
   MAMLAll mw(small);

@@ -43,6 +43,16 @@ using Backend = mmnet::cpu;
 template <class T>
 using TestTensor = mmnet::Tensor<T, Backend>;
 
+// Central-difference checks of WHOLE networks (thousands of forward passes) run where forward passes are cheap: the
+// cpu suite, and the nvcc suite on a GPU. The cuda_omp suite runs the cuda backend's generic Thrust kernels on
+// OpenMP, about 10x slower, so it skips them (doctest::skip(!whole_network_gradchecks)): there the same networks
+// are held to the PyTorch fixtures, gradients included, and every layer keeps its own check on every backend.
+#if defined(MMNET_TEST_THRUST_OMP)
+inline constexpr bool whole_network_gradchecks = false;
+#else
+inline constexpr bool whole_network_gradchecks = true;
+#endif
+
 // The tolerances: double 1e-10 relative; float 1e-4 on outputs and 1e-3 on gradients.
 template <class T>
 constexpr double tol_output() { return std::is_same_v<T, double> ? 1e-10 : 1e-4; }
