@@ -57,23 +57,6 @@ inline CLI::App* add_evaluate_command(CLI::App& app, EvaluateArgs& a) {
 
 namespace evaluate_detail {
 
-// The label map of a binary label file (values 0 / 1 only), with its header.
-inline mmnet::data::LabelMap read_binary(const std::string& path, mmnet::io::NiftiHeader& header) {
-  const auto img = mmnet::io::read_nifti<float>(path);
-  header = img.header;
-  mmnet::data::LabelMap m;
-  try {
-    m = mmnet::io::to_label_map(img);
-  } catch (const mmnet::error& e) {
-    throw cli_error(path + ": not a label map (" + e.what() + ")");
-  }
-  for (std::size_t i = 0; i < m.data.size(); ++i)
-    if (m.data[i] > 1)
-      throw cli_error(path + ": label value " + std::to_string(m.data[i]) + " at voxel " + std::to_string(i) +
-                      "; expected 0 or 1");
-  return m;
-}
-
 // Any label map (whole numbers 0..255); values not in `allowed` (when given) are errors naming the file.
 inline mmnet::data::LabelMap read_labels(const std::string& path, mmnet::io::NiftiHeader& header,
                                          const std::vector<int>* allowed, const std::string& allowed_from) {
@@ -97,6 +80,12 @@ inline mmnet::data::LabelMap read_labels(const std::string& path, mmnet::io::Nif
       }
   }
   return m;
+}
+
+// The label map of a binary label file (values 0 / 1 only), with its header.
+inline mmnet::data::LabelMap read_binary(const std::string& path, mmnet::io::NiftiHeader& header) {
+  static const std::vector<int> binary{0, 1};
+  return read_labels(path, header, &binary, "the binary labels");
 }
 
 // dataset.json's "labels" (value -> name); empty when there is no such file.

@@ -680,7 +680,7 @@ def case_evaluate_regions():
           ["mean 1 dice", "mean 2 dice", "mean 3 dice"], f"evaluate --regions labels without dataset.json: labels 1, 2, 3 ({err.strip()})")
     # Errors: binary evaluation of multi-class labels; a value dataset.json does not list.
     expect_error(["evaluate", "--pred", pred, "--truth", truth, "--regions", "binary"], "evaluate --regions binary on labels 0..3",
-                 "phantom_101.nii.gz", "expected 0 or 1")
+                 "phantom_101.nii.gz", "binary labels (0, 1)")
     bad = os.path.join(WORK, "bad_pred")
     shutil.copytree(pred, bad)
     patch_nifti(os.path.join(pred, "phantom_102.nii.gz"), os.path.join(bad, "phantom_102.nii.gz"), lambda x: x.__setitem__(3, 4))
