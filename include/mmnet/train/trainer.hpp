@@ -70,14 +70,17 @@ struct LossStep {
   Grad grad;
 };
 
-// A loss step from a mmnet loss (T forward(logits, target); tensor backward()), e.g. losses::BCEWithLogits or
-// losses::DiceCE. The loss object is held by reference and must outlive the trainer.
+// A loss step from a mmnet loss (T forward(outputs, target); backward() -> the gradient of the outputs), e.g.
+// losses::BCEWithLogits or losses::DiceCE on one logit tensor, or a loss on a list of outputs (deep supervision:
+// losses::DeepSupervision, MAMLLoss, HMRNetLoss: std::vector<tensor> in and out). The loss object is held by
+// reference and must outlive the trainer.
 template <class Loss>
 auto loss_step(Loss& loss) {
   using tensor = typename Loss::tensor;
-  return [&loss](const tensor& logits, const tensor& target) {
-    LossStep<typename tensor::value_type, typename tensor::backend_type> s;
-    s.loss = static_cast<double>(loss.forward(logits, target));
+  using grad_type = std::decay_t<decltype(loss.backward())>;  // tensor, or std::vector<tensor>
+  return [&loss](const grad_type& outputs, const tensor& target) {
+    LossStep<typename tensor::value_type, typename tensor::backend_type, grad_type> s;
+    s.loss = static_cast<double>(loss.forward(outputs, target));
     s.grad = loss.backward();
     return s;
   };

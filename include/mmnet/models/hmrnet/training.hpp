@@ -39,17 +39,8 @@ inline optim::PolyLROptions poly_lr_options(std::int64_t num_epochs = epochs) {
   return optim::PolyLROptions(num_epochs).power(0.9);
 }
 
-// A train::Trainer loss step for HMRNet: (outputs, labels) -> (loss, one gradient per output). The loss is held
-// by reference and must outlive the trainer.
-template <class T, class Backend>
-auto loss_step(HMRNetLoss<T, Backend>& loss) {
-  using tensor = Tensor<T, Backend>;
-  return [&loss](const std::vector<tensor>& outputs, const tensor& labels) {
-    train::LossStep<T, Backend, std::vector<tensor>> s;
-    s.loss = static_cast<double>(loss.forward(outputs, labels));
-    s.grad = loss.backward();
-    return s;
-  };
-}
+// A train::Trainer loss step for HMRNet: (outputs, labels) -> (loss, one gradient per output); train::loss_step,
+// which takes losses on lists of outputs too. The loss is held by reference and must outlive the trainer.
+using train::loss_step;
 
 }  // namespace mmnet::models::hmrnet

@@ -70,17 +70,8 @@ class LossEMA {
   std::optional<double> value_;
 };
 
-// A train::Trainer loss step for MAML: (outputs, labels) -> (loss, one gradient per output). The loss is held by
-// reference and must outlive the trainer.
-template <class T, class Backend>
-auto loss_step(MAMLLoss<T, Backend>& loss) {
-  using tensor = Tensor<T, Backend>;
-  return [&loss](const std::vector<tensor>& outputs, const tensor& labels) {
-    train::LossStep<T, Backend, std::vector<tensor>> s;
-    s.loss = static_cast<double>(loss.forward(outputs, labels));
-    s.grad = loss.backward();
-    return s;
-  };
-}
+// A train::Trainer loss step for MAML: (outputs, labels) -> (loss, one gradient per output); train::loss_step,
+// which takes losses on lists of outputs too. The loss is held by reference and must outlive the trainer.
+using train::loss_step;
 
 }  // namespace mmnet::models::maml
