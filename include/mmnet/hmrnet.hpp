@@ -16,7 +16,8 @@
 // HMRNetOptions::paper_s() is the 2.5D separable form (D, H, W multiples of (8, 8, 4), slice axis W). The
 // network is models/hmrnet/hmrnet.hpp (block B: models/hmrnet/block.hpp, BFC levels: attention/bfc.hpp),
 // options and presets models/hmrnet/options.hpp, the loss models/hmrnet/loss.hpp, optimiser settings and the
-// train::Trainer adapter models/hmrnet/training.hpp.
+// train::Trainer adapter models/hmrnet/training.hpp, the two-stage pipeline (stage-1 boxes, sinus split,
+// paste-back, segment_two_stage) models/hmrnet/two_stage.hpp.
 #pragma once
 
 #include "models/hmrnet/block.hpp"
@@ -24,6 +25,7 @@
 #include "models/hmrnet/loss.hpp"
 #include "models/hmrnet/options.hpp"
 #include "models/hmrnet/training.hpp"
+#include "models/hmrnet/two_stage.hpp"
 #include "optim/clip_grad.hpp"
 
 namespace mmnet {

@@ -4,7 +4,7 @@
     cli_test.py <path to bin/mmnet> <work dir> weights <path to examples/mmfnet_train_tiny>
 
 Cases: info, forward, errors, bench, pipeline, pipeline_errors, phantom_brats, evaluate_regions, maml_info, maml_forward,
-maml_pipeline, phantom_npc, cscn_info, cscn_forward, cscn_pipeline (default: all); weights (loads the file the example
+maml_pipeline, phantom_npc, phantom_barriers, cscn_info, cscn_forward, cscn_pipeline (default: all); weights (loads the file the example
 saves). pipeline: phantom -> train -> resume -> segment -> evaluate on tiny phantoms with the tiny config;
 pipeline_errors: bad data sets, checkpoints and predictions exit 2 with one line and leave no output behind.
 Each failure is printed; the exit status is the number of failures.
@@ -591,6 +591,50 @@ def case_phantom_npc():
           "16 x 40 x 36" in out, f"phantom npc-like --shape 16x40x36: dims (36, 40, 16) at 3 x 1 x 1 mm ({g['dims']}, {out.strip()})")
 
 
+def case_phantom_barriers():
+    """mmnet phantom --task barriers: CT / T1c / T2 channels, labels 1..5 (HMRNet's brain barriers), 1.2 mm isotropic."""
+    os.makedirs(WORK, exist_ok=True)
+    data = os.path.join(WORK, "barriers")
+    shutil.rmtree(data, ignore_errors=True)
+    rc, out, err = run("phantom", "--task", "barriers", "--out", data, "--cases", "2", "--test-cases", "1", "--seed", "6")
+    check(rc == 0 and "barriers" in out and "48 x 56 x 48" in out and "1.2 x 1.2 x 1.2 mm" in out,
+          f"phantom --task barriers: exit 0, default 48 x 56 x 48 of 1.2 mm ({out!r} {err.strip()})")
+    with open(os.path.join(data, "dataset.json")) as f:
+        ds = json.load(f)
+    check(ds["name"] == "mmnet_phantom_barriers" and ds["modality"] == {"0": "CT", "1": "T1c", "2": "T2"} and
+          ds["labels"] == {"0": "background", "1": "cerebellum", "2": "falx", "3": "sinuses", "4": "tentorium",
+                           "5": "ventricles"} and ds["numTraining"] == 2 and ds["numTest"] == 1,
+          f"phantom barriers: dataset.json has CT / T1c / T2 and labels 0..5 ({ds['modality']}, {ds['labels']})")
+    names = [os.path.basename(e["image"])[:-len(".nii.gz")] for e in ds["training"]]
+    names_ts = [os.path.basename(t)[:-len(".nii.gz")] for t in ds["test"]]
+    for folder, lab, cases in (("imagesTr", "labelsTr", names), ("imagesTs", "labelsTs", names_ts)):
+        for c in cases:
+            imgs = []
+            for m in range(3):
+                g, x, dt, _, _ = read_nifti(os.path.join(data, folder, f"{c}_{m:04d}.nii.gz"))
+                check(g["dims"] == (48, 56, 48) and tuple(round(p, 6) for p in g["pixdim"][:3]) == (1.2, 1.2, 1.2) and dt == 16,
+                      f"phantom barriers {c} channel {m}: NIfTI dims (48, 56, 48), pixdim 1.2 mm, float32 ({g['dims']}, {g['pixdim'][:3]})")
+                imgs.append(x.reshape(g["dims"][::-1]).astype(np.float64))
+            gl, y, dtl, _, _ = read_nifti(os.path.join(data, lab, c + ".nii.gz"))
+            y = y.reshape(gl["dims"][::-1])
+            check(dtl == 2 and set(np.unique(y).tolist()) == {0, 1, 2, 3, 4, 5},
+                  f"phantom barriers {c}: uint8 labels, all of 0..5 present ({np.unique(y).tolist()})")
+            ct, t1c, t2 = imgs
+            # falx one voxel thick along x (axis 2 of the z, y, x array); per-modality contrast
+            falx_rows = (y == 2).sum(axis=2)
+            brainish = (y == 0) & (ct > 0.3) & (ct < 0.6) & (t1c > 0.4)
+            check(falx_rows.max() == 1 and t1c[y == 3].mean() > 1.5 * np.median(t1c[brainish]) and
+                  t2[y == 5].mean() > 1.5 * np.median(t2[brainish]) and ct.max() > 0.8,
+                  f"phantom barriers {c}: a one-voxel falx, bright sinuses in T1c, bright ventricles in T2, bright bone in CT")
+    again = os.path.join(WORK, "barriers_again")
+    shutil.rmtree(again, ignore_errors=True)
+    rc, _, err = run("phantom", "--task", "barriers", "--out", again, "--cases", "2", "--test-cases", "1", "--seed", "6")
+    same = rc == 0 and all(
+        np.array_equal(read_nifti(os.path.join(data, sub, f))[1], read_nifti(os.path.join(again, sub, f))[1])
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") for f in sorted(os.listdir(os.path.join(data, sub))))
+    check(same, f"phantom barriers: the same seed gives identical files ({err.strip()})")
+
+
 def dice_np(p, t):
     s = p.sum() + t.sum()
     return float("nan") if t.sum() == 0 else 2.0 * np.logical_and(p, t).sum() / s
@@ -988,6 +1032,7 @@ cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "ben
          "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors,
          "maml_info": case_maml_info, "maml_forward": case_maml_forward, "maml_pipeline": case_maml_pipeline, "phantom_brats": case_phantom_brats,
          "evaluate_regions": case_evaluate_regions, "phantom_npc": case_phantom_npc,
+         "phantom_barriers": case_phantom_barriers,
          "cscn_info": case_cscn_info, "cscn_forward": case_cscn_forward, "cscn_pipeline": case_cscn_pipeline}
 os.makedirs(WORK, exist_ok=True)
 if sys.argv[3:4] == ["weights"]:

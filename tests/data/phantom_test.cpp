@@ -744,4 +744,249 @@ TEST_CASE("phantom npc_like: the data set writer keeps one modality, the tumour 
   CHECK(lc.label->data == p.label.data);
 }
 
+// ---- barriers (HMRNet's five structures) ---------------------------------------------------------------------
+
+struct LabelStats {
+  std::array<index_t, 6> count{};
+  std::array<std::array<double, 3>, 6> centroid{};  // voxel units (z, y, x)
+  std::array<std::array<double, 3>, 6> mean{};      // per modality, over the label's voxels
+};
+inline LabelStats label_stats(const Phantom& p) {
+  LabelStats s;
+  const LabelMap& L = p.label;
+  for (index_t z = 0; z < L.depth; ++z)
+    for (index_t y = 0; y < L.height; ++y)
+      for (index_t x = 0; x < L.width; ++x) {
+        const int l = L.at(z, y, x);
+        REQUIRE(l <= 5);
+        ++s.count[static_cast<std::size_t>(l)];
+        s.centroid[static_cast<std::size_t>(l)][0] += static_cast<double>(z);
+        s.centroid[static_cast<std::size_t>(l)][1] += static_cast<double>(y);
+        s.centroid[static_cast<std::size_t>(l)][2] += static_cast<double>(x);
+        for (index_t m = 0; m < 3; ++m) s.mean[static_cast<std::size_t>(l)][static_cast<std::size_t>(m)] += p.image.at(m, z, y, x);
+      }
+  for (std::size_t l = 0; l < 6; ++l)
+    for (std::size_t a = 0; a < 3; ++a)
+      if (s.count[l] > 0) {
+        s.centroid[l][a] /= static_cast<double>(s.count[l]);
+        s.mean[l][a] /= static_cast<double>(s.count[l]);
+      }
+  return s;
+}
+
+TEST_CASE("phantom barriers: three channels CT / T1c / T2, labels 0..5, the 1.2 mm preset, tissues consistent") {
+  const PhantomOptions o = PhantomOptions::barriers();
+  CHECK(o.task() == PhantomTask::barriers);
+  CHECK(o.shape() == std::array<index_t, 3>{48, 56, 48});
+  CHECK(o.spacing() == Spacing{1.2, 1.2, 1.2});
+  CHECK(phantom_task_name(PhantomTask::barriers) == std::string("barriers"));
+  CHECK(phantom_modalities(PhantomTask::barriers) == std::vector<std::string>{"CT", "T1c", "T2"});
+  CHECK(phantom_labels(PhantomTask::barriers) ==
+        std::vector<std::string>{"background", "cerebellum", "falx", "sinuses", "tentorium", "ventricles"});
+  const Phantom p = make_phantom(o, 5);
+  CHECK(p.image.shape() == Shape{3, 48, 56, 48});
+  CHECK(p.bias.shape() == Shape{3, 48, 56, 48});
+  CHECK(p.label.shape() == Shape{48, 56, 48});
+  CHECK(p.image.spacing == Spacing{1.2, 1.2, 1.2});
+  CHECK(p.modalities.size() == 3);
+  CHECK(p.labels.size() == 6);
+  using PT = PhantomTissue;
+  const std::map<int, PT> tissue_of{{1, PT::cerebellum}, {2, PT::dura}, {3, PT::sinus_blood}, {4, PT::dura}, {5, PT::csf}};
+  const std::vector<PT> allowed{PT::air, PT::skin, PT::skull, PT::brain, PT::csf, PT::dura, PT::sinus_blood, PT::cerebellum};
+  bool consistent = true, only_allowed = true;
+  for (std::size_t i = 0; i < p.label.data.size(); ++i) {
+    const auto t = static_cast<PT>(p.tissues.data[i]);
+    const int l = p.label.data[i];
+    if (l > 0 && tissue_of.at(l) != t) consistent = false;
+    if (l == 0 && (t == PT::dura || t == PT::sinus_blood || t == PT::cerebellum)) consistent = false;
+    if (std::find(allowed.begin(), allowed.end(), t) == allowed.end()) only_allowed = false;
+  }
+  CHECK(consistent);
+  CHECK(only_allowed);
+  // CT has no bias field; T1c and T2 have one.
+  CHECK(std::all_of(p.bias.channel(0), p.bias.channel(0) + p.bias.voxels(), [](float b) { return b == 1.0f; }));
+  CHECK_FALSE(std::all_of(p.bias.channel(1), p.bias.channel(1) + p.bias.voxels(), [](float b) { return b == 1.0f; }));
+  CHECK(barriers_tissue_intensity(PT::air, 0) == 0.0);
+  CHECK_THROWS_AS(barriers_tissue_intensity(PT::brain, 3), value_error);
+}
+
+TEST_CASE("phantom barriers: all five structures present with plausible sizes in every case") {
+  for (std::uint64_t s = 0; s < 6; ++s) {
+    const LabelStats st = label_stats(make_phantom(PhantomOptions::barriers(), derive_seed(21, s)));
+    CAPTURE(s);
+    CHECK(st.count[1] > 300);  // cerebellum: a blob of ~0.3-0.5 cm^3 at this scale
+    CHECK(st.count[2] > 300);  // falx: a 1-voxel sheet over much of the mid-sagittal plane
+    CHECK(st.count[3] > 150);  // sinuses
+    CHECK(st.count[4] > 200);  // tentorium
+    CHECK(st.count[5] > 150);  // ventricles
+    for (std::size_t l = 1; l < 6; ++l) CHECK(st.count[l] < 3000);
+  }
+}
+
+TEST_CASE("phantom barriers: falx and tentorium are one voxel thick, sinuses at most two voxels radially") {
+  for (std::uint64_t s = 0; s < 4; ++s) {
+    const Phantom p = make_phantom(PhantomOptions::barriers(), derive_seed(22, s));
+    const LabelMap& L = p.label;
+    index_t falx_max = 0, tent_max = 0, sin_z_max = 0;
+    std::vector<index_t> falx_x;
+    for (index_t z = 0; z < L.depth; ++z)
+      for (index_t y = 0; y < L.height; ++y) {
+        index_t n = 0;
+        for (index_t x = 0; x < L.width; ++x)
+          if (L.at(z, y, x) == 2) { ++n; falx_x.push_back(x); }
+        falx_max = std::max(falx_max, n);
+      }
+    for (index_t y = 0; y < L.height; ++y)
+      for (index_t x = 0; x < L.width; ++x) {
+        index_t n = 0;
+        for (index_t z = 0; z < L.depth; ++z) n += L.at(z, y, x) == 4;
+        tent_max = std::max(tent_max, n);
+      }
+    // transverse sinus: at the back (y < H / 4), off the midline (the sagittal sinus): its z extent per column
+    for (index_t y = 0; y < L.height / 4; ++y)
+      for (index_t x = 0; x < L.width; ++x) {
+        if (std::abs(2 * x - L.width) < 10) continue;
+        index_t n = 0;
+        for (index_t z = 0; z < L.depth; ++z) n += L.at(z, y, x) == 3;
+        sin_z_max = std::max(sin_z_max, n);
+      }
+    CAPTURE(s);
+    CHECK(falx_max == 1);   // one voxel per (z, y) row
+    CHECK(tent_max == 1);   // one voxel per (y, x) column
+    CHECK(sin_z_max >= 1);
+    CHECK(sin_z_max <= 3);  // a 2-voxel tube (3 where the shell curves)
+    // the falx is one sagittal plane (a single x), near the middle
+    REQUIRE_FALSE(falx_x.empty());
+    CHECK(*std::min_element(falx_x.begin(), falx_x.end()) == *std::max_element(falx_x.begin(), falx_x.end()));
+    CHECK(std::abs(2 * falx_x[0] - L.width) <= 6);
+    // ... with CSF (label 0, tissue csf) on either side in T2: the dark dura line between bright CSF
+    const LabelStats st = label_stats(p);
+    CHECK(st.mean[2][2] < 0.5 * st.mean[5][2]);
+  }
+}
+
+TEST_CASE("phantom barriers: positions and nesting (cerebellum below the tentorium, falx above it, sinus outside the brain)") {
+  for (std::uint64_t s = 0; s < 4; ++s) {
+    const Phantom p = make_phantom(PhantomOptions::barriers(), derive_seed(23, s));
+    const LabelMap& L = p.label;
+    const LabelStats st = label_stats(p);
+    const double cz = L.depth / 2.0, cy = L.height / 2.0, cx = L.width / 2.0;
+    CAPTURE(s);
+    CHECK(st.centroid[1][0] < cz - 4);   // cerebellum inferior
+    CHECK(st.centroid[1][1] < cy - 3);   // and posterior
+    CHECK(std::abs(st.centroid[1][2] - cx) < 2.5);
+    CHECK(st.centroid[2][0] > cz + 2);   // falx superior, on the midline
+    CHECK(std::abs(st.centroid[2][2] - cx) < 2.5);
+    CHECK(st.centroid[4][0] < st.centroid[2][0]);  // tentorium below the falx, above the cerebellum
+    CHECK(st.centroid[4][0] > st.centroid[1][0]);
+    CHECK(st.centroid[4][1] < cy);       // tentorium posterior
+    CHECK(std::abs(st.centroid[5][1] - cy) < 4);  // ventricles central, mirrored about the midline
+    CHECK(std::abs(st.centroid[5][2] - cx) < 2.5);
+    // every column holding both: the tentorium lies above the cerebellum
+    bool above = true;
+    index_t both = 0;
+    for (index_t y = 0; y < L.height; ++y)
+      for (index_t x = 0; x < L.width; ++x) {
+        index_t zt = -1, zc = -1;
+        for (index_t z = 0; z < L.depth; ++z) {
+          if (L.at(z, y, x) == 4) zt = z;
+          if (L.at(z, y, x) == 1) zc = std::max(zc, z);
+        }
+        if (zt >= 0 && zc >= 0) { ++both; above = above && zt > zc; }
+      }
+    CHECK(both > 20);
+    CHECK(above);
+    // the ventricles: two components, one each side of the falx plane
+    index_t left = 0, right = 0;
+    for (index_t i = 0; i < L.voxels(); ++i)
+      if (L.data[static_cast<std::size_t>(i)] == 5) (2 * (i % L.width) < L.width ? left : right)++;
+    CHECK(left > 50);
+    CHECK(right > 50);
+    // sinus voxels lie in the dura shell: never next to air, and both a midline-top and a posterior-lateral part
+    index_t top = 0, lateral = 0;
+    for (index_t z = 0; z < L.depth; ++z)
+      for (index_t y = 0; y < L.height; ++y)
+        for (index_t x = 0; x < L.width; ++x)
+          if (L.at(z, y, x) == 3) {
+            if (z > cz + 8 && std::abs(x - cx) <= 2) ++top;
+            if (z < cz && std::abs(x - cx) > 8) ++lateral;
+          }
+    CHECK(top > 20);
+    CHECK(lateral > 20);
+  }
+}
+
+TEST_CASE("phantom barriers: per-modality contrast (CT bone, T1c sinuses, T2 ventricles / CSF)") {
+  using PT = PhantomTissue;
+  // Designed intensities.
+  for (PT t : {PT::skin, PT::brain, PT::csf, PT::dura, PT::sinus_blood, PT::cerebellum})
+    CHECK(barriers_tissue_intensity(PT::skull, 0) > barriers_tissue_intensity(t, 0));
+  for (PT t : {PT::skin, PT::skull, PT::brain, PT::csf, PT::dura, PT::cerebellum})
+    CHECK(barriers_tissue_intensity(PT::sinus_blood, 1) > barriers_tissue_intensity(t, 1));
+  for (PT t : {PT::skin, PT::skull, PT::brain, PT::dura, PT::sinus_blood, PT::cerebellum})
+    CHECK(barriers_tissue_intensity(PT::csf, 2) > barriers_tissue_intensity(t, 2));
+  // Measured on noisy, biased phantoms.
+  for (std::uint64_t s = 0; s < 3; ++s) {
+    const Phantom p = make_phantom(PhantomOptions::barriers(), derive_seed(24, s));
+    const LabelStats st = label_stats(p);
+    double skull_ct = 0, brain_ct = 0, brain_t1 = 0, brain_t2 = 0;
+    index_t ns = 0, nb = 0;
+    for (index_t i = 0; i < p.label.voxels(); ++i) {
+      const auto t = static_cast<PT>(p.tissues.data[static_cast<std::size_t>(i)]);
+      if (t == PT::skull) { skull_ct += p.image.channel(0)[i]; ++ns; }
+      if (t == PT::brain) { brain_ct += p.image.channel(0)[i]; brain_t1 += p.image.channel(1)[i]; brain_t2 += p.image.channel(2)[i]; ++nb; }
+    }
+    skull_ct /= static_cast<double>(ns);
+    brain_ct /= static_cast<double>(nb);
+    brain_t1 /= static_cast<double>(nb);
+    brain_t2 /= static_cast<double>(nb);
+    CAPTURE(s);
+    CHECK(skull_ct > 2 * brain_ct);                     // CT: bright bone
+    CHECK(st.mean[3][1] > 1.5 * brain_t1);              // T1c: bright sinuses
+    for (std::size_t l : {1, 2, 4, 5}) CHECK(st.mean[3][1] > st.mean[l][1]);
+    CHECK(st.mean[5][2] > 1.7 * brain_t2);              // T2: bright ventricles
+    for (std::size_t l : {1, 2, 3, 4}) CHECK(st.mean[5][2] > st.mean[l][2]);
+    CHECK(std::abs(st.mean[5][0] - brain_ct) < 0.15);   // CT: ventricles barely visible
+  }
+}
+
+TEST_CASE("phantom barriers: bit-identical for a seed, different for another, the data set writer") {
+  const Phantom a = make_phantom(PhantomOptions::barriers(), 9), b = make_phantom(PhantomOptions::barriers(), 9);
+  const Phantom c = make_phantom(PhantomOptions::barriers(), 10);
+  CHECK(same_bytes(a.image.data, b.image.data));
+  CHECK(a.label.data == b.label.data);
+  CHECK(a.tissues.data == b.tissues.data);
+  CHECK_FALSE(same_bytes(a.image.data, c.image.data));
+  CHECK_FALSE(a.label.data == c.label.data);
+  // noise follows snr: sigma = brain intensity / snr in each channel (Gaussian, measured in the air)
+  const Phantom g = make_phantom(PhantomOptions::barriers().noise(PhantomNoise::gaussian), 3);
+  for (index_t m = 0; m < 3; ++m) {
+    double s2 = 0;
+    index_t n = 0;
+    for (index_t i = 0; i < g.label.voxels(); ++i)
+      if (g.tissues.data[static_cast<std::size_t>(i)] == static_cast<std::uint8_t>(PhantomTissue::air)) {
+        s2 += static_cast<double>(g.image.channel(m)[i]) * g.image.channel(m)[i];
+        ++n;
+      }
+    const double sigma = barriers_tissue_intensity(PhantomTissue::brain, m) / 20.0;
+    CHECK(std::sqrt(s2 / static_cast<double>(n)) == doctest::Approx(sigma).epsilon(0.05));
+  }
+
+  const std::string dir = mmnet::test::scratch_dir("phantom", "barriers_dataset");
+  const PhantomOptions o = PhantomOptions::barriers().shape({24, 32, 24});
+  write_phantom_dataset(dir, 2, 1, 4, o);
+  const Dataset ds = open_dataset(dir);
+  CHECK(ds.name == "mmnet_phantom_barriers");
+  CHECK(ds.modalities == std::vector<std::string>{"CT", "T1c", "T2"});
+  CHECK(ds.labels == std::map<int, std::string>{{0, "background"}, {1, "cerebellum"}, {2, "falx"}, {3, "sinuses"},
+                                                {4, "tentorium"}, {5, "ventricles"}});
+  REQUIRE(ds.training.size() == 2);
+  const LoadedCase lc = load_case(ds, 1);
+  CHECK(lc.image.shape() == Shape{3, 24, 32, 24});
+  const Phantom p = make_phantom(o, derive_seed(4, 2));
+  CHECK(same_bytes(lc.image.data, p.image.data));
+  REQUIRE(lc.label.has_value());
+  CHECK(lc.label->data == p.label.data);
+}
+
 }  // namespace phantom_test

@@ -506,9 +506,11 @@ inline void write_phantom_dataset(const std::string& dir, int train_cases, int t
 
   nlohmann::ordered_json j;
   const bool brats = options.task() == PhantomTask::brats_like, npc = options.task() == PhantomTask::npc_like;
-  j["name"] = brats ? "mmnet_phantom_brats" : npc ? "mmnet_phantom_npc" : "mmnet_phantom";
+  const bool barriers = options.task() == PhantomTask::barriers;
+  j["name"] = brats ? "mmnet_phantom_brats" : npc ? "mmnet_phantom_npc" : barriers ? "mmnet_phantom_barriers" : "mmnet_phantom";
   j["description"] = std::string(brats ? "mmnet synthetic skull-stripped brain-tumour phantoms (task "
                                  : npc ? "mmnet synthetic single-modality nasopharyngeal-carcinoma phantoms (task "
+                                 : barriers ? "mmnet synthetic CT / T1c / T2 brain-barrier phantoms (task "
                                        : "mmnet synthetic multi-modal head phantoms (task ") +
                      phantom_task_name(options.task()) + ", seed " + std::to_string(seed) + ")";
   j["reference"] = "mmnet include/mmnet/data/phantom.hpp";

@@ -63,6 +63,33 @@
 //     plus texture and bias): no threshold separates it, location and shape must.
 //   * texture, bias field and Rician noise as mmfnet_like (noise everywhere, including the air outside).
 //
+// Model (PhantomTask::barriers, preset PhantomOptions::barriers(): 48 x 56 x 48 voxels of 1.2 mm isotropic, the
+// ABCs 2020 grid spacing), THREE co-registered channels [CT, T1c, T2] and the five anatomical barriers of HMRNet
+// (spec hmrnet.md §1), labels 1 cerebellum, 2 falx cerebri, 3 sagittal & transverse sinuses, 4 tentorium
+// cerebelli, 5 ventricles. Axes: +z superior, +y anterior, x left-right; u = (pos - brain centre) / brain semi-axes:
+//   * head: an ellipsoid (0.44 / 0.45 / 0.42 of the field of view, jittered) with skin (0.93 < r), skull
+//     (0.85 < r <= 0.93), a CSF / dura layer (0.80 < r <= 0.85) and the brain (r <= 0.80, brain radius rb = r / 0.8).
+//   * tentorium (4): the tent surface u_z = h(u_y, u_x) = t0 + 0.45 (1 + u_y)(1 - 0.5 |u_x|) (t0 ~ -0.45, jittered)
+//     for u_y <= -0.1, ONE voxel thick along z (the voxel whose z cell holds the surface), inside the brain.
+//   * cerebellum (1): an ellipsoid (centre u = (-0.72, -0.55, 0), semi-axes ~ (0.24, 0.36, 0.55)) below the
+//     tentorium (u_z < h - 0.06) and inside rb <= 0.97: a posterior-inferior blob.
+//   * falx (2): the mid-sagittal sheet, ONE voxel thick along x (the voxel whose x cell holds the jittered midline),
+//     above u_z = 0.15 + 0.2 u_y^2 anteriorly (free edge over the ventricles) and down to the tentorium posteriorly
+//     (u_y < -0.2); the voxels either side of it are CSF (the interhemispheric fissure).
+//   * sinuses (3): the superior sagittal sinus, the midline (|x - midline| <= 1.5 voxels) part of the outer shell
+//     1.0 < rb <= 1.06 (about one voxel radially) with u_z > t0 + 0.6 max(u_y, 0): the upper arc from the front
+//     down to the confluence at the back; the transverse sinuses, the posterior (u_y < 0.1) part of the same shell within one
+//     voxel (in z) of the tentorium's attachment height t0: a ring along the back of the skull.
+//   * ventricles (5): two ellipsoids mirrored about the midline (centre u = (0.08, 0, +-0.2), semi-axes ~ (0.18,
+//     0.38, 0.10), jittered).
+//   * intensities [CT, T1c, T2], see barriers_tissue_intensity(): air 0/0/0, skin .38/.85/.55, skull 1.0/.12/.08,
+//     brain .40/.60/.45, CSF .33/.18/.95, dura (falx, tentorium) .48/.80/.20, sinus blood .45/1.05/.30,
+//     cerebellum .42/.55/.50: CT shows the bone bright, T1c the sinuses (and mildly the dura), T2 the CSF and
+//     ventricles; the thin dura sheets are a dark line between bright CSF in T2.
+//   * texture as above; the bias field only on the MR channels (T1c, T2; CT has no coil bias: its bias is 1);
+//     noise (o.noise()) everywhere in every channel, sigma = brain intensity of the channel / snr.
+// Thin structures (falx, tentorium, sinuses) are 1-2 voxels thick, as in the ABCs data at 1.2 mm.
+//
 // Options (chained setters as libtorch): PhantomOptions().shape({16, 64, 64}).spacing({4, 1, 1}).snr(10).
 // New tasks (barrier structures, ...) add PhantomTask values and a case to the switches in phantom_task_name(),
 // phantom_modalities(), phantom_labels() and make_phantom().
@@ -86,16 +113,20 @@ enum class PhantomTask {
   brats_like,   // 4 modalities (T1, T1ce, T2, FLAIR), skull-stripped, labels 0 background, 1 edema,
                 // 2 non-enhancing / necrosis, 3 enhancing (nnU-Net's BraTS convention, spec §4.2)
   npc_like,     // 1 modality (T1), head and neck at the nasopharynx, labels 0 background, 1 tumour (CSCN)
+  barriers,     // 3 modalities (CT, T1c, T2), labels 0 background, 1 cerebellum, 2 falx cerebri, 3 sagittal &
+                // transverse sinuses, 4 tentorium cerebelli, 5 ventricles (ABCs 2020 task 1, HMRNet)
 };
 enum class PhantomNoise { none, gaussian, rician };
 
 // Tissue classes of the ground-truth tissue map (Phantom::tissues).
 // air .. lesion_rim: mmfnet_like; air (outside the brain), csf, vessel and white_matter .. enhancing: brats_like;
-// air (outside the head) and muscle .. tumour: npc_like (its airway lumen is `airway`, not `air`).
+// air (outside the head) and muscle .. tumour: npc_like (its airway lumen is `airway`, not `air`); air, skin,
+// skull, brain, csf, dura, sinus_blood, cerebellum: barriers.
 enum class PhantomTissue : std::uint8_t {
   air = 0, skin, skull, brain, csf, vessel, lesion_core, lesion_rim,
   white_matter, grey_matter, edema, necrosis, enhancing,
-  muscle, fat, bone, vertebra, airway, mucosa, lymphoid, lymph_node, tumour, count
+  muscle, fat, bone, vertebra, airway, mucosa, lymphoid, lymph_node, tumour,
+  dura, sinus_blood, cerebellum, count
 };
 
 inline const char* phantom_task_name(PhantomTask t) {
@@ -103,6 +134,7 @@ inline const char* phantom_task_name(PhantomTask t) {
     case PhantomTask::mmfnet_like: return "mmfnet_like";
     case PhantomTask::brats_like: return "brats_like";
     case PhantomTask::npc_like: return "npc_like";
+    case PhantomTask::barriers: return "barriers";
   }
   return "?";
 }
@@ -112,6 +144,7 @@ inline std::vector<std::string> phantom_modalities(PhantomTask t) {
     case PhantomTask::mmfnet_like: return {"T1", "T2", "CET1"};
     case PhantomTask::brats_like: return {"T1", "T1ce", "T2", "FLAIR"};  // BraTS / MSD Task01 channel order
     case PhantomTask::npc_like: return {"T1"};  // CSCN: one T1-weighted (THRIVE) channel
+    case PhantomTask::barriers: return {"CT", "T1c", "T2"};  // HMRNet's channel order [C]
   }
   fail<value_error>("mmnet::data::phantom_modalities", "task", "a PhantomTask", static_cast<int>(t));
 }
@@ -121,6 +154,7 @@ inline std::vector<std::string> phantom_labels(PhantomTask t) {
     case PhantomTask::mmfnet_like: return {"background", "lesion"};
     case PhantomTask::brats_like: return {"background", "edema", "non-enhancing", "enhancing"};
     case PhantomTask::npc_like: return {"background", "tumour"};
+    case PhantomTask::barriers: return {"background", "cerebellum", "falx", "sinuses", "tentorium", "ventricles"};
   }
   fail<value_error>("mmnet::data::phantom_labels", "task", "a PhantomTask", static_cast<int>(t));
 }
@@ -183,6 +217,31 @@ inline double npc_tissue_intensity(PhantomTissue tissue) {
   }
 }
 
+// The noise-free, bias-free intensity of a tissue in a modality (CT, T1c, T2) of the barriers task (see the top of
+// the file); tissues the task does not use give 0.
+inline double barriers_tissue_intensity(PhantomTissue tissue, index_t modality) {
+  if (modality < 0 || modality > 2)
+    fail<value_error>("mmnet::data::barriers_tissue_intensity", "modality", "0..2 (CT, T1c, T2)", modality);
+  //                                  CT    T1c   T2
+  static constexpr double skin[3] = {0.38, 0.85, 0.55};
+  static constexpr double skull[3] = {1.00, 0.12, 0.08};     // CT: bone is the brightest
+  static constexpr double brain[3] = {0.40, 0.60, 0.45};
+  static constexpr double csf[3] = {0.33, 0.18, 0.95};       // T2: CSF and ventricles the brightest
+  static constexpr double dura[3] = {0.48, 0.80, 0.20};      // falx, tentorium: dark line in T2, enhancing in T1c
+  static constexpr double sinus[3] = {0.45, 1.05, 0.30};     // T1c: venous blood the brightest
+  static constexpr double cerebellum[3] = {0.42, 0.55, 0.50};
+  switch (tissue) {
+    case PhantomTissue::skin: return skin[modality];
+    case PhantomTissue::skull: return skull[modality];
+    case PhantomTissue::brain: return brain[modality];
+    case PhantomTissue::csf: return csf[modality];
+    case PhantomTissue::dura: return dura[modality];
+    case PhantomTissue::sinus_blood: return sinus[modality];
+    case PhantomTissue::cerebellum: return cerebellum[modality];
+    default: return 0.0;
+  }
+}
+
 struct PhantomOptions {
   PhantomOptions() = default;
   // The brats_like task at its defaults for a fast CPU run: 48 x 48 x 48 voxels of 1 mm (BraTS is 1 mm
@@ -203,6 +262,14 @@ struct PhantomOptions {
   }
   // npc() on an isotropic 1 mm grid with the same field of view (72 x 64 x 64 mm): 72 x 64 x 64 voxels.
   static PhantomOptions npc_isotropic() { return npc().shape({72, 64, 64}).spacing({1.0, 1.0, 1.0}); }
+
+  // The barriers task (HMRNet's five brain structures, see the top of the file) for a fast CPU run: 48 x 56 x 48
+  // voxels of 1.2 mm (the ABCs spacing; every axis a multiple of 8), bias up to +-20% on T1c / T2, SNR 20; the
+  // lesion and distractor options are unused.
+  static PhantomOptions barriers() {
+    return PhantomOptions().task(PhantomTask::barriers).shape({48, 56, 48}).spacing({1.2, 1.2, 1.2})
+        .bias_strength(0.2).snr(20);
+  }
 
   // What to simulate (modalities, structures, labels).
   PhantomOptions& task(PhantomTask v) { task_ = v; return *this; }
@@ -845,6 +912,107 @@ inline Phantom make_npc_like(const PhantomOptions& o, std::uint64_t seed) {
   return p;
 }
 
+// The barriers task (see the top of the file). Parameter draws first, then the voxel loop, then the noise.
+inline Phantom make_barriers(const PhantomOptions& o, std::uint64_t seed) {
+  Generator g(seed);
+  const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
+  const Spacing sp = o.spacing();
+  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};
+  const double jit = o.head_jitter();
+  using PT = PhantomTissue;
+
+  Ellipsoid head;
+  const Vec3 head_frac{0.44, 0.45, 0.42};
+  for (int a = 0; a < 3; ++a) {
+    head.semi[a] = head_frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
+    head.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
+  }
+  constexpr double skin_from = 0.93, skull_from = 0.85, brain_to = 0.80;
+  const Vec3 bsemi{brain_to * head.semi[0], brain_to * head.semi[1], brain_to * head.semi[2]};
+  // Structure parameters (normalised brain coordinates u).
+  const double t0 = -0.45 + g.uniform(-0.05, 0.05);            // tentorium attachment height = transverse sinuses
+  const double midline = head.centre[2] + g.uniform(-0.6, 0.6);  // falx plane (mm)
+  const Vec3 cb_semi{0.24 * g.uniform(0.9, 1.1), 0.36 * g.uniform(0.9, 1.1), 0.55 * g.uniform(0.9, 1.1)};
+  const Vec3 vent_semi{0.18 * g.uniform(0.85, 1.15), 0.38 * g.uniform(0.85, 1.15), 0.10 * g.uniform(0.85, 1.15)};
+  const double vent_z = 0.08 + g.uniform(-0.04, 0.04), vent_x = 0.2 + g.uniform(-0.02, 0.03);
+  const CosineField texture = random_cosine_field(g, 6, Vec3{1.0 / 12.0, 1.0 / 12.0, 1.0 / 12.0});
+  const index_t M = 3;
+  std::vector<CosineField> bias_fields;
+  for (index_t m = 1; m < M; ++m) bias_fields.push_back(random_cosine_field(g, 4, Vec3{1.0, 1.0, 1.0}));
+
+  // The voxel index whose cell [i sp, (i+1) sp) - fov / 2 holds a coordinate: one-voxel-thick sheets.
+  auto cell = [](double pos_mm, double spacing, double fov_mm) {
+    return static_cast<index_t>(std::floor((pos_mm + 0.5 * fov_mm) / spacing));
+  };
+  const index_t x_mid = cell(midline, sp[2], fov[2]);
+  auto tent = [&](double uy, double ux) { return t0 + 0.45 * (1.0 + uy) * (1.0 - 0.5 * std::abs(ux)); };
+
+  Phantom p;
+  p.name = "phantom_s" + std::to_string(seed);
+  p.modalities = phantom_modalities(o.task());
+  p.labels = phantom_labels(o.task());
+  p.image = Volume(M, D, H, W, sp);
+  p.bias = Volume(M, D, H, W, sp);
+  p.label = LabelMap(D, H, W, sp);
+  p.tissues = LabelMap(D, H, W, sp);
+  const index_t n = D * H * W;
+  for (index_t z = 0; z < D; ++z)
+    for (index_t y = 0; y < H; ++y)
+      for (index_t x = 0; x < W; ++x) {
+        const Vec3 pos{(static_cast<double>(z) + 0.5) * sp[0] - 0.5 * fov[0], (static_cast<double>(y) + 0.5) * sp[1] - 0.5 * fov[1],
+                       (static_cast<double>(x) + 0.5) * sp[2] - 0.5 * fov[2]};
+        const double r = head.norm(pos);
+        PT t = PT::air;
+        std::uint8_t label = 0;
+        if (r <= 1.0) {
+          t = r > skin_from ? PT::skin : r > skull_from ? PT::skull : r > brain_to ? PT::csf : PT::brain;
+          const Vec3 u{(pos[0] - head.centre[0]) / bsemi[0], (pos[1] - head.centre[1]) / bsemi[1],
+                       (pos[2] - head.centre[2]) / bsemi[2]};
+          const double rb = r / brain_to;
+          const double h = tent(u[1], u[2]);
+          if (rb <= 1.0) {
+            // cerebellum below the tentorium
+            const double cz = (u[0] + 0.72) / cb_semi[0], cy = (u[1] + 0.55) / cb_semi[1], cx = u[2] / cb_semi[2];
+            if (cz * cz + cy * cy + cx * cx <= 1.0 && rb <= 0.97 && u[0] < h - 0.06) { t = PT::cerebellum; label = 1; }
+            // falx with the fissure's CSF either side
+            const bool above = u[1] > -0.2 ? u[0] > 0.15 + 0.2 * u[1] * u[1] : u[0] > tent(u[1], 0.0);
+            if (above && std::abs(x - x_mid) <= 1) {
+              if (x == x_mid) { t = PT::dura; label = 2; } else { t = PT::csf; label = 0; }
+            }
+            // ventricles
+            for (int side = -1; side <= 1; side += 2) {
+              const double vz = (u[0] - vent_z) / vent_semi[0], vy = u[1] / vent_semi[1], vx = (u[2] - side * vent_x) / vent_semi[2];
+              if (vz * vz + vy * vy + vx * vx <= 1.0) { t = PT::csf; label = 5; }
+            }
+            // tentorium: one voxel along z
+            if (u[1] <= -0.1 && z == cell(head.centre[0] + h * bsemi[0], sp[0], fov[0])) { t = PT::dura; label = 4; }
+          }
+          // sinuses in the dura shell just outside the brain
+          if (rb > 1.0 && rb <= 1.06) {
+            const bool sagittal = std::abs(x - x_mid) <= 1 && u[0] > t0 + 0.6 * std::max(u[1], 0.0);
+            const bool transverse = u[1] < 0.1 && std::abs(pos[0] - (head.centre[0] + t0 * bsemi[0])) < sp[0];
+            if (sagittal || transverse) { t = PT::sinus_blood; label = 3; }
+          }
+        }
+        const index_t v = (z * H + y) * W + x;
+        p.tissues.data[static_cast<std::size_t>(v)] = static_cast<std::uint8_t>(t);
+        p.label.data[static_cast<std::size_t>(v)] = label;
+        const double tex = t == PT::air ? 1.0 : 1.0 + o.texture() * texture(pos);
+        const Vec3 uf{pos[0] / fov[0], pos[1] / fov[1], pos[2] / fov[2]};
+        for (index_t m = 0; m < M; ++m) {
+          const double b = m > 0 && o.bias_strength() > 0
+                               ? std::exp(o.bias_strength() * bias_fields[static_cast<std::size_t>(m - 1)](uf)) : 1.0;
+          p.bias.data[static_cast<std::size_t>(m * n + v)] = static_cast<float>(b);
+          p.image.data[static_cast<std::size_t>(m * n + v)] = static_cast<float>(barriers_tissue_intensity(t, m) * tex * b);
+        }
+      }
+
+  // Noise last, voxel by voxel in (modality, z, y, x) order, everywhere.
+  add_noise(p.image, o.noise(), g, [&](index_t m) { return barriers_tissue_intensity(PT::brain, m) / o.snr(); },
+            [](index_t) { return true; });
+  return p;
+}
+
 }  // namespace detail
 
 // A phantom drawn from `seed` (see the top of this file). Invalid options raise value_error naming the option.
@@ -854,6 +1022,7 @@ inline Phantom make_phantom(const PhantomOptions& options, std::uint64_t seed) {
     case PhantomTask::mmfnet_like: return detail::make_mmfnet_like(options, seed);
     case PhantomTask::brats_like: return detail::make_brats_like(options, seed);
     case PhantomTask::npc_like: return detail::make_npc_like(options, seed);
+    case PhantomTask::barriers: return detail::make_barriers(options, seed);
   }
   fail<value_error>("mmnet::data::make_phantom", "task", "a PhantomTask", static_cast<int>(options.task()));
 }

@@ -1,5 +1,6 @@
 // mmnet/models/maml/branch.hpp: MAML's modality-specific model (spec maml.md §2.2), nnU-Net v1's Generic_UNet
-// with conv pooling, transposed-conv upsampling and deep supervision, on ONE input channel. PyTorch: official
+// with conv pooling, transposed-conv upsampling and deep supervision, on ONE input channel (MAML; the
+// Branch(options, in_channels) constructor takes more, e.g. HMRNet's stage-1 U-Net on CT / T1c / T2). PyTorch: official
 // nnunet/network_architecture/generic_UNet.py `Generic_UNet`; tests/reference/maml_ref.py `Branch`.
 //
 //   stage 0      CNA(1, c0) CNA(c0, c0)                 conv_blocks_context.0.blocks.{0,1}     skip s_0
@@ -125,10 +126,12 @@ struct Branch : Module<T, Backend> {
   std::vector<nn::Conv3d<T, Backend>> seg_outputs;                  // [u]: c_t -> K, 1x1x1, no bias
 
   // Uses o's base_channels, num_pool, max_channels and classes (modalities is the network's business).
-  explicit Branch(const MAMLOptions& o, Generator& g = default_generator())
-      : conv_blocks_context(encoder(validated(o), g)),
+  explicit Branch(const MAMLOptions& o, Generator& g = default_generator()) : Branch(o, 1, g) {}
+  // The same U-Net on in_channels input channels (MAML uses 1; e.g. HMRNet's stage-1 coarse U-Net uses 3).
+  Branch(const MAMLOptions& o, index_t in_channels, Generator& g = default_generator())
+      : conv_blocks_context(encoder(validated(o), checked_in(in_channels), g)),
         bottleneck(o.channels(static_cast<int>(o.num_pool()) - 1), o.channels(static_cast<int>(o.num_pool())), 2, g),
-        options_(o) {
+        options_(o), in_channels_(in_channels) {
     const int p = static_cast<int>(o.num_pool());
     tu.reserve(static_cast<std::size_t>(p));
     conv_blocks_localization.reserve(static_cast<std::size_t>(p));
@@ -160,7 +163,9 @@ struct Branch : Module<T, Backend> {
   const MAMLOptions& options() const { return options_; }
   index_t num_pool() const { return options_.num_pool(); }
 
-  // x: N x 1 x D x H x W (sizes multiples of 2^P, checked by the network). Runs encoder and decoder and returns F
+  index_t in_channels() const { return in_channels_; }
+
+  // x: N x in_channels x D x H x W (sizes multiples of 2^P, checked by the network). Runs encoder and decoder and returns F
   // (N x C x D x H x W); the heads are run by head() / forward().
   tensor features(const tensor& x) {
     check_input(x);
@@ -241,16 +246,21 @@ struct Branch : Module<T, Backend> {
     o.validate();
     return o;
   }
-  static std::vector<StackedConvLayers<T, Backend>> encoder(const MAMLOptions& o, Generator& g) {
+  static index_t checked_in(index_t c) {
+    if (c < 1) fail<value_error>(name, "in_channels", ">= 1", c);
+    return c;
+  }
+  static std::vector<StackedConvLayers<T, Backend>> encoder(const MAMLOptions& o, index_t in, Generator& g) {
     std::vector<StackedConvLayers<T, Backend>> stages;
     stages.reserve(static_cast<std::size_t>(o.num_pool()));
     for (int d = 0; d < static_cast<int>(o.num_pool()); ++d)
-      stages.emplace_back(d == 0 ? 1 : o.channels(d - 1), o.channels(d), 2, d == 0 ? 1 : 2, g);
+      stages.emplace_back(d == 0 ? in : o.channels(d - 1), o.channels(d), 2, d == 0 ? 1 : 2, g);
     return stages;
   }
   void check_input(const tensor& x) const {
     check_rank(name, "input", x, 5);
-    if (x.size(1) != 1) fail<shape_error>(name, "input channels", 1, x.size(1), "input shape " + x.shape().str());
+    if (x.size(1) != in_channels_)
+      fail<shape_error>(name, "input channels", in_channels_, x.size(1), "input shape " + x.shape().str());
     const index_t k = options_.size_multiple();
     for (int d = 2; d < 5; ++d)
       if (x.size(d) < 1 || x.size(d) % k != 0)
@@ -263,6 +273,7 @@ struct Branch : Module<T, Backend> {
   }
 
   MAMLOptions options_;
+  index_t in_channels_ = 1;
   std::vector<nn::Concat<T, Backend>> concat_;
   std::vector<tensor> skips_, levels_;
   Shape x_shape_;
