@@ -404,6 +404,23 @@ struct Ellipsoid {
   double max_semi() const { return std::max({semi[0], semi[1], semi[2]}); }
 };
 
+// The field of view in mm (the origin is its centre).
+inline Vec3 field_of_view(const PhantomOptions& o) {
+  return {static_cast<double>(o.shape()[0]) * o.spacing()[0], static_cast<double>(o.shape()[1]) * o.spacing()[1],
+          static_cast<double>(o.shape()[2]) * o.spacing()[2]};
+}
+
+// The head (or skull-stripped brain) of every task: semi-axes frac * fov, each and the centre jittered by
+// head_jitter; per axis, the semi-axis draw comes before the centre draw.
+inline Ellipsoid jittered_ellipsoid(Generator& g, const Vec3& frac, const Vec3& fov, double jit) {
+  Ellipsoid e;
+  for (int a = 0; a < 3; ++a) {
+    e.semi[a] = frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
+    e.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
+  }
+  return e;
+}
+
 // sum_j a_j cos(2 pi f_j . p + phi_j) with sum |a_j| = 1: a smooth field in [-1, 1].
 struct CosineField {
   std::vector<Vec3> freq;  // cycles per unit of p
@@ -479,16 +496,11 @@ inline Phantom make_mmfnet_like(const PhantomOptions& o, std::uint64_t seed) {
   Generator g(seed);
   const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
   const Spacing sp = o.spacing();
-  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};  // field of view in mm; the origin is its centre
+  const Vec3 fov = field_of_view(o);  // mm; the origin is its centre
   const double jit = o.head_jitter();
 
   // Head and its compartments (fractions of the head's normalised radius).
-  Ellipsoid head;
-  const Vec3 head_frac{0.42, 0.44, 0.38};
-  for (int a = 0; a < 3; ++a) {
-    head.semi[a] = head_frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
-    head.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
-  }
+  const Ellipsoid head = jittered_ellipsoid(g, Vec3{0.42, 0.44, 0.38}, fov, jit);
   constexpr double skin_in = 0.92, skull_in = 0.84, brain_out = 0.80;
   Vec3 brain_semi;
   for (int a = 0; a < 3; ++a) brain_semi[a] = head.semi[a] * brain_out;
@@ -620,17 +632,12 @@ inline Phantom make_brats_like(const PhantomOptions& o, std::uint64_t seed) {
   Generator g(seed);
   const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
   const Spacing sp = o.spacing();
-  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};
+  const Vec3 fov = field_of_view(o);  // mm; the origin is its centre
   const double jit = o.head_jitter();
 
   // Brain (the skull-stripped volume): an ellipsoid; grey matter is a cortical shell whose inner surface is
   // folded by a cosine field ("gyri"), a thin CSF layer outside it, two ventricles.
-  Ellipsoid brain;
-  const Vec3 brain_frac{0.40, 0.44, 0.38};
-  for (int a = 0; a < 3; ++a) {
-    brain.semi[a] = brain_frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
-    brain.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
-  }
+  const Ellipsoid brain = jittered_ellipsoid(g, Vec3{0.40, 0.44, 0.38}, fov, jit);
   constexpr double csf_from = 0.94, gm_from = 0.78, gm_fold = 0.07;
   const CosineField gyri = random_cosine_field(g, 8, Vec3{1.0 / 8.0, 1.0 / 8.0, 1.0 / 8.0});
   Ellipsoid ventricle[2];
@@ -767,16 +774,11 @@ inline Phantom make_npc_like(const PhantomOptions& o, std::uint64_t seed) {
   Generator g(seed);
   const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
   const Spacing sp = o.spacing();
-  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};
+  const Vec3 fov = field_of_view(o);  // mm; the origin is its centre
   const double jit = o.head_jitter();
 
   // Head and neck: muscle inside a bright subcutaneous-fat shell.
-  Ellipsoid head;
-  const Vec3 head_frac{0.46, 0.44, 0.42};
-  for (int a = 0; a < 3; ++a) {
-    head.semi[a] = head_frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
-    head.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
-  }
+  const Ellipsoid head = jittered_ellipsoid(g, Vec3{0.46, 0.44, 0.42}, fov, jit);
   constexpr double fat_in = 0.88;
 
   // Nasopharynx: the airway lumen (elongated along z) slightly anterior and superior of the head centre, a 2 mm
@@ -917,16 +919,11 @@ inline Phantom make_barriers(const PhantomOptions& o, std::uint64_t seed) {
   Generator g(seed);
   const index_t D = o.shape()[0], H = o.shape()[1], W = o.shape()[2];
   const Spacing sp = o.spacing();
-  const Vec3 fov{static_cast<double>(D) * sp[0], static_cast<double>(H) * sp[1], static_cast<double>(W) * sp[2]};
+  const Vec3 fov = field_of_view(o);  // mm; the origin is its centre
   const double jit = o.head_jitter();
   using PT = PhantomTissue;
 
-  Ellipsoid head;
-  const Vec3 head_frac{0.44, 0.45, 0.42};
-  for (int a = 0; a < 3; ++a) {
-    head.semi[a] = head_frac[a] * fov[a] * (1 + g.uniform(-jit, jit));
-    head.centre[a] = fov[a] * g.uniform(-jit, jit) * 0.5;
-  }
+  const Ellipsoid head = jittered_ellipsoid(g, Vec3{0.44, 0.45, 0.42}, fov, jit);
   constexpr double skin_from = 0.93, skull_from = 0.85, brain_to = 0.80;
   const Vec3 bsemi{brain_to * head.semi[0], brain_to * head.semi[1], brain_to * head.semi[2]};
   // Structure parameters (normalised brain coordinates u).
