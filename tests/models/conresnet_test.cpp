@@ -45,9 +45,33 @@ double max_abs(const std::vector<double>& v) {
   return m;
 }
 
-// e = max|a - ref| <= eps * S; S = scale(||ref||).
+// Largest e / S and e / bound per tolerance class and precision, printed when the executable ends.
+struct ClassStats {
+  struct Worst {
+    double rel = 0, ratio = 0;
+    std::string what = "-";
+  };
+  std::map<std::string, Worst> dbl, flt;
+  static ClassStats& get() {
+    static ClassStats s;
+    return s;
+  }
+  void record(bool is_double, const std::string& cls, double rel, double ratio, const std::string& what) {
+    Worst& w = (is_double ? dbl : flt)[cls];
+    if (ratio >= w.ratio) w = {rel, ratio, what};
+  }
+  ~ClassStats() {
+    for (auto* m : {&dbl, &flt})
+      for (auto& [cls, w] : *m)
+        std::printf("[mmnet] conresnet %s %s %-8s largest e/S %.3e, e/bound %.3f (%s)\n", Backend::name,
+                    m == &dbl ? "double" : "float ", cls.c_str(), w.rel, w.ratio, w.what.c_str());
+  }
+};
+
+// e = max|a - ref| <= bound; S = the scale the class measures e against (for the statistics).
 template <class T>
-void check_abs(const TestTensor<T>& a, const HostArray& ref, double bound, const std::string& what, double S = 1) {
+void check_abs(const TestTensor<T>& a, const HostArray& ref, double bound, const std::string& what, double S = 1,
+               const std::string& cls = "other") {
   INFO(what);
   REQUIRE_MESSAGE(a.defined(), what << ": tensor is undefined");
   REQUIRE_MESSAGE(a.shape().to_vector() == ref.shape, what << ": shape " << a.shape().str() << " vs reference " << ref.shape_str());
@@ -56,26 +80,28 @@ void check_abs(const TestTensor<T>& a, const HostArray& ref, double bound, const
   for (std::size_t i = 0; i < v.size(); ++i) e = std::max(e, std::abs(static_cast<double>(v[i]) - ref.data[i]));
   if (std::isnan(e)) e = INFINITY;
   ErrorStats::get().record(std::is_same_v<T, double>, e / std::max(S, 1e-300), what);
+  ClassStats::get().record(std::is_same_v<T, double>, cls, e / std::max(S, 1e-300), bound > 0 ? e / bound : e, what);
   CHECK_MESSAGE(e <= bound, what << ": e = " << e << " > " << bound);
 }
 // Forward: double 1e-10 max(1, ||ref||), float 1e-4 ||ref||.
 template <class T>
 void check_forward(const TestTensor<T>& a, const HostArray& ref, const std::string& what) {
   const double r = max_abs(ref.data);
-  if constexpr (std::is_same_v<T, double>) check_abs(a, ref, 1e-10 * std::max(1.0, r), what, std::max(1.0, r));
-  else check_abs(a, ref, 1e-4 * r, what, r);
+  if constexpr (std::is_same_v<T, double>) check_abs(a, ref, 1e-10 * std::max(1.0, r), what, std::max(1.0, r), "forward");
+  else check_abs(a, ref, 1e-4 * r, what, r, "forward");
 }
 // Gradients: double 1e-8 ||ref||, float 1e-3 ||ref||.
 template <class T>
 void check_grad(const TestTensor<T>& a, const HostArray& ref, const std::string& what) {
   const double r = max_abs(ref.data);
-  check_abs(a, ref, (std::is_same_v<T, double> ? 1e-8 : 1e-3) * r, what, r);
+  check_abs(a, ref, (std::is_same_v<T, double> ? 1e-8 : 1e-3) * r, what, r, "grad");
 }
 template <class T>
 void check_loss_value(double a, double ref, const std::string& what) {
   const double tol = std::is_same_v<T, double> ? 1e-10 * std::max(1.0, std::abs(ref)) : 1e-5 * std::abs(ref);
   const double e = std::abs(a - ref);
   ErrorStats::get().record(std::is_same_v<T, double>, e / std::max(1e-300, std::abs(ref)), what);
+  ClassStats::get().record(std::is_same_v<T, double>, "loss", e / std::max(1e-300, std::abs(ref)), e / tol, what);
   CHECK_MESSAGE(e <= tol, what << ": " << a << " vs " << ref << " (e = " << e << ")");
 }
 
@@ -380,7 +406,7 @@ TEST_CASE_TEMPLATE("conresnet: 3 Adam steps, paper (sigmoid) mode (spec §8.6)",
     if (step != 1 && step != 3) return;
     for (auto& np : net.named_parameters())
       check_abs(np.second->value, fx.array("adam_paper/step" + std::to_string(step) + "/" + np.first), bound,
-                "Adam paper step " + std::to_string(step) + " " + np.first);
+                "Adam paper step " + std::to_string(step) + " " + np.first, 1, "adam");
   });
 }
 
@@ -391,7 +417,7 @@ TEST_CASE("conresnet: 3 Adam steps, code mode within the chaos bounds (spec §8.
     const double bound = step == 1 ? 1e-7 : 2e-5;
     for (auto& np : net.named_parameters())
       check_abs(np.second->value, fx.array("adam_code/step" + std::to_string(step) + "/" + np.first), bound,
-                "Adam code step " + std::to_string(step) + " " + np.first);
+                "Adam code step " + std::to_string(step) + " " + np.first, 1, "adam-code");
   });
 }
 
@@ -438,7 +464,7 @@ TEST_CASE_TEMPLATE("conresnet: sliding window, 3 x 2 x 2 tiles (spec §4.4, §8.
   const auto prob = conresnet::sliding_window_probabilities(net, fx.tensor<T>("sw/x"), {16, 24, 32});
   CHECK(net.is_training());
   const auto& ref = fx.array("sw/prob");
-  check_abs(prob, ref, std::is_same_v<T, double> ? 1e-10 : 1e-5, "sliding window probabilities");
+  check_abs(prob, ref, std::is_same_v<T, double> ? 1e-10 : 1e-5, "sliding window probabilities", 1, "window");
 }
 
 TEST_CASE("conresnet: sliding window pads short axes at the end") {
