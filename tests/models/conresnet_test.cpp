@@ -199,6 +199,13 @@ TEST_CASE_TEMPLATE("conresnet: X_res, Y_res (first-slice rule) and region target
   for (index_t i = 0; i < S; ++i) first += static_cast<double>(v[static_cast<std::size_t>((1 * 3 + 1) * V + i)]);
   CHECK(first > 0);
   CHECK(conresnet::brats_regions_nnunet() == std::vector<std::vector<int>>{{3}, {1, 2, 3}, {2, 3}});
+  CHECK(conresnet::brats_regions_official() == std::vector<std::vector<int>>{{4}, {1, 2, 4}, {1, 4}});
+  // the official BraTS labels {1 necrosis / non-enhancing, 2 edema, 4 enhancing} give the same regions
+  auto lab = fx.tensor<T>("labels").to_vector();
+  for (auto& l : lab) l = l == T(1) ? T(2) : (l == T(2) ? T(1) : (l == T(3) ? T(4) : l));
+  check_abs(conresnet::region_targets(TestTensor<T>::from_vector(Shape(fx.array("labels").shape), lab),
+                                      conresnet::brats_regions_official()),
+            fx.array("y"), 0.0, "region targets, official BraTS labels");
 }
 
 // ---- 3: forward ----------------------------------------------------------------------------------------------
@@ -535,16 +542,20 @@ TEST_CASE("conresnet: gradients accumulate across two backward calls") {
   CHECK(e <= 1e-12 * s);
 }
 
-// A small whole network (C_in 1, K 2, w 2, G 1, one block per layer, 8 x 8 x 16) by central differences of
-// L = Σ_j <out_j, r_j>: dX and dX_res at 24 elements each, and 3 elements of every parameter.
-TEST_CASE("conresnet: central-difference check of a small whole network" * doctest::skip(!whole_network_gradchecks)) {
+// Small whole networks (C_in 2, K 2, w 4, G 2, one block per layer, 8 x 8 x 16; with and without the context
+// residual path) by central differences of L = Σ_j <out_j, r_j>: dX and dX_res at 24 elements each, and 3 elements
+// of every parameter. (w 4: with w 2, seg_x1's 1x1x1 conv_res would have 2 weights per output channel, whose
+// standardised values are ±1/√2 whatever the raw weights.)
+namespace {
+void whole_network_check(bool residual) {
   Generator g(11);
-  const auto o = ConResNetOptions().in_channels(1).num_classes(2).width(2).groups(1).blocks({1, 1, 1, 1, 1});
+  const auto o = ConResNetOptions().in_channels(2).num_classes(2).width(4).groups(2).blocks({1, 1, 1, 1, 1})
+                     .context_residual(residual);
   Net<double> net(o, g);
   net.eval();
   for (auto* p : net.parameters())  // GroupNorm affine away from 1 / 0
     if (p->value.rank() == 1) p->value.assign(uniform_tensor<double>(p->value.shape(), 0.5, 1.5, 13).to_vector());
-  auto x = randn<double>(Shape{1, 1, 8, 8, 16}, 21);
+  auto x = randn<double>(Shape{1, 2, 8, 8, 16}, 21);
   auto x_res = conresnet::image_residual(x);
   x_res.assign(uniform_tensor<double>(x_res.shape(), 0.1, 1.0, 22).to_vector());  // an independent input here
   auto outs = net.forward(x, x_res);
@@ -567,8 +578,11 @@ TEST_CASE("conresnet: central-difference check of a small whole network" * docte
   for (index_t i = 0; i < 24; ++i) idx.push_back((i * 53 + 7) % x.numel());
   central_difference_check("dL/dX", 24, pick(dx.to_vector(), idx), value,
                            [&](index_t i, double h) { perturb_element(x, idx[static_cast<std::size_t>(i)], h); });
-  central_difference_check("dL/dX_res", 24, pick(dxr.to_vector(), idx), value,
-                           [&](index_t i, double h) { perturb_element(x_res, idx[static_cast<std::size_t>(i)], h); });
+  if (residual)
+    central_difference_check("dL/dX_res", 24, pick(dxr.to_vector(), idx), value,
+                             [&](index_t i, double h) { perturb_element(x_res, idx[static_cast<std::size_t>(i)], h); });
+  else
+    CHECK(!dxr.defined());
   for (auto& np : net.named_parameters()) {
     auto& p = np.second->value;
     std::vector<index_t> pi;
@@ -576,6 +590,14 @@ TEST_CASE("conresnet: central-difference check of a small whole network" * docte
     central_difference_check("dL/d" + np.first, static_cast<index_t>(pi.size()), pick(np.second->grad.to_vector(), pi), value,
                              [&](index_t i, double h) { perturb_element(p, pi[static_cast<std::size_t>(i)], h); });
   }
+}
+}  // namespace
+
+TEST_CASE("conresnet: central-difference check of a small whole network" * doctest::skip(!whole_network_gradchecks)) {
+  whole_network_check(true);
+}
+TEST_CASE("conresnet: central-difference check of a small baseline network" * doctest::skip(!whole_network_gradchecks)) {
+  whole_network_check(false);
 }
 
 // ---- helpers, bad input --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 //                         channel k = (label in regions[k])
 //   brats_regions_nnunet()   the brats-like phantom's labels (1 edema, 2 non-enhancing, 3 enhancing; nnU-Net's
 //                         BraTS convention) as the official channel order [ET, WT, TC] = [{3}, {1, 2, 3}, {2, 3}]
-//                         (the official BraTS 2018 labels {1, 2, 4}: ET = 4, WT >= 1, TC = 1 or 4)
+//   brats_regions_official()   the official BraTS 2018 labels {1, 2, 4}: [{4}, {1, 2, 4}, {1, 4}]
 #pragma once
 #include <cmath>
 #include <string>
@@ -29,6 +29,9 @@ Tensor<T, Backend> label_residual(const Tensor<T, Backend>& y) {
 }
 
 inline std::vector<std::vector<int>> brats_regions_nnunet() { return {{3}, {1, 2, 3}, {2, 3}}; }
+// The official BraTS 2018 labels (1 necrosis / non-enhancing, 2 edema, 4 enhancing; the official dataset class):
+// [ET, WT, TC] = [{4}, {1, 2, 4}, {1, 4}].
+inline std::vector<std::vector<int>> brats_regions_official() { return {{4}, {1, 2, 4}, {1, 4}}; }
 
 // Labels are rounded to the nearest integer. A host loop: data preparation, once per sample.
 template <class T, class Backend>
