@@ -63,8 +63,8 @@ TRAIN_CASES = [
     dict(model="maml", config="small", batch=2, shape=(32, 32, 32)),
     dict(model="cscn-bunet", config="paper", batch=2, shape=(8, 24, 24)),  # the paper's block
     dict(model="cscn-acdnet", config="paper", batch=2, shape=(8, 24, 24)),
-    dict(model="hmrnet-p", config="paper", batch=1, shape=(16, 32, 32)),
-    dict(model="hmrnet-s", config="paper", batch=1, shape=(16, 32, 32)),
+    dict(model="hmrnet-p", config="paper", batch=2, shape=(16, 32, 32)),  # batch 1: PyTorch picks slow_conv3d
+    dict(model="hmrnet-s", config="paper", batch=2, shape=(16, 32, 32)),
     dict(model="conresnet", config="small", batch=2, shape=(32, 64, 64)),
 ]
 # --quick: small shapes with every code path (k3, (1,3,3), k1, stride, dilation; both models) for smoke tests.
@@ -81,8 +81,8 @@ QUICK_TRAIN = [
     dict(model="maml", config="tiny", batch=2, shape=(16, 24, 32)),
     dict(model="cscn-bunet", config="tiny", batch=2, shape=(4, 8, 12)),
     dict(model="cscn-acdnet", config="tiny", batch=2, shape=(4, 8, 12)),
-    dict(model="hmrnet-p", config="tiny", batch=1, shape=(16, 16, 24)),
-    dict(model="hmrnet-s", config="tiny", batch=1, shape=(16, 16, 20)),
+    dict(model="hmrnet-p", config="tiny", batch=2, shape=(16, 16, 24)),
+    dict(model="hmrnet-s", config="tiny", batch=2, shape=(16, 16, 20)),
     dict(model="conresnet", config="tiny", batch=2, shape=(16, 16, 24)),
 ]
 
