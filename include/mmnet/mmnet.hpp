@@ -69,6 +69,7 @@
 #include "optim/sgd.hpp"
 
 #include "models/tiny_net.hpp"
+#include "conresnet.hpp"
 #include "cscn.hpp"
 #include "hmrnet.hpp"
 #include "maml.hpp"
