@@ -6,19 +6,24 @@ Run with Debian's /usr/bin/python3 (torch 1.13, h5py); `bash bench/run.sh` build
 
     /usr/bin/python3 bench/compare.py [--quick] [--threads 1,2] [--batches 1,2] [--repeats 5]
                                       [--build-dir build] [--markdown out.md] [--jsonl out.jsonl]
-                                      [--no-conv] [--no-train]
+                                      [--no-conv] [--no-train] [--models maml,conresnet,...]
 
 conv3d cases: float32, bias on, padding kernel / 2 unless the case gives one. Each pass (forward, backward-data,
 backward-weight) is timed on its own: mmnet through its cpu backend kernels (`mmnet bench conv3d`), PyTorch
 through F.conv3d under no_grad, torch.nn.grad.conv3d_input and torch.nn.grad.conv3d_weight (both call
 aten.convolution_backward with only that output requested). FLOPs of each pass: 2 * out_numel * Cin * kvol.
 
-train-step cases: zero_grad, forward, loss, backward, Adam(lr 1e-3) step, then an eval-mode forward (PyTorch
-under no_grad). MMFNet: the PyTorch model is tests/reference/mmfnet_ref.py (the one the fixtures come from),
-soft Dice (eps 1, one batch-global ratio) on sigmoid(logits), as mmnet::mmfnet::Trainer. TinyNet:
-tests/reference/tiny_net_ref.py, soft Dice + BCE with logits. Each case runs in its own process on both sides
-(the mmnet CLI; this script re-run with --torch-train-step) so that the peak RSS is the case's own (VmHWM of
-/proc/self/status: getrusage's ru_maxrss, also recorded, inherits the parent's RSS at fork time on Linux).
+train-step cases: zero_grad, forward, loss, backward, [clip_grad_norm_,] optimiser step, then an eval-mode
+forward to probabilities (PyTorch under no_grad). MMFNet: the PyTorch model is tests/reference/mmfnet_ref.py (the
+one the fixtures come from), soft Dice (eps 1, one batch-global ratio) on sigmoid(logits), as
+mmnet::mmfnet::Trainer, Adam lr 1e-3. TinyNet: tests/reference/tiny_net_ref.py, soft Dice + BCE with logits, Adam
+lr 1e-3. The newer models (newer_model_case) run their tests/reference/<model>_ref.py modules with the library's
+loss and the paper's / official code's optimiser: MAML (MAMLLoss code preset; SGD lr 0.01 Nesterov 0.99 wd 3e-5,
+clip 12), one CSCN stage, BUNet or ACDNet (distance-weighted focal, gamma 2; Adam lr 1e-3), HMRNet-p / -s
+(HMRNetLoss theta 2.5; SGD lr 0.01 Nesterov 0.99 wd 1e-5, clip 12), ConResNet (ConResNetLoss code mode, lambda
+0.5; Adam lr 1e-4 wd 5e-4). Each case runs in its own process on both sides (the mmnet CLI; this script re-run
+with --torch-train-step) so that the peak RSS is the case's own (VmHWM of /proc/self/status: getrusage's
+ru_maxrss, also recorded, inherits the parent's RSS at fork time on Linux).
 
 Every time is the median of --repeats runs after one warm-up run (the minimum is kept in the JSON lines too).
 Ratios: speed = mmnet speed / PyTorch speed = PyTorch time / mmnet time (> 1: mmnet faster); memory = mmnet
@@ -54,6 +59,13 @@ CONV_CASES = [
 TRAIN_CASES = [
     dict(model="mmfnet", config="paper", batch=2, shape=(16, 128, 128)),
     dict(model="tiny", width=8, batch=2, shape=(16, 64, 64)),
+    # The four newer models: library presets (small / paper) at CPU-sized inputs; see docs/performance.md.
+    dict(model="maml", config="small", batch=2, shape=(32, 32, 32)),
+    dict(model="cscn-bunet", config="paper", batch=2, shape=(8, 24, 24)),  # the paper's block
+    dict(model="cscn-acdnet", config="paper", batch=2, shape=(8, 24, 24)),
+    dict(model="hmrnet-p", config="paper", batch=2, shape=(16, 32, 32)),  # batch 1: PyTorch picks slow_conv3d
+    dict(model="hmrnet-s", config="paper", batch=2, shape=(16, 32, 32)),
+    dict(model="conresnet", config="small", batch=2, shape=(32, 64, 64)),
 ]
 # --quick: small shapes with every code path (k3, (1,3,3), k1, stride, dilation; both models) for smoke tests.
 QUICK_CONV = [
@@ -66,6 +78,12 @@ QUICK_CONV = [
 QUICK_TRAIN = [
     dict(model="mmfnet", config="tiny", batch=2, shape=(16, 32, 32)),
     dict(model="tiny", width=4, batch=2, shape=(8, 32, 32)),
+    dict(model="maml", config="tiny", batch=2, shape=(16, 24, 32)),
+    dict(model="cscn-bunet", config="tiny", batch=2, shape=(4, 8, 12)),
+    dict(model="cscn-acdnet", config="tiny", batch=2, shape=(4, 8, 12)),
+    dict(model="hmrnet-p", config="tiny", batch=2, shape=(16, 16, 24)),
+    dict(model="hmrnet-s", config="tiny", batch=2, shape=(16, 16, 20)),
+    dict(model="conresnet", config="tiny", batch=2, shape=(16, 16, 24)),
 ]
 
 
@@ -93,7 +111,7 @@ def conv_label(case):
 
 
 def train_label(case):
-    what = f"mmfnet {case['config']}" if case["model"] == "mmfnet" else f"tiny width {case['width']}"
+    what = f"tiny width {case['width']}" if case["model"] == "tiny" else f"{case['model']} {case['config']}"
     return f"{what} {triple(case['shape'])}"
 
 
@@ -194,6 +212,89 @@ def peak_rss_mb():
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def newer_model_case(case, n, shape):
+    """MAML, CSCN (one stage), HMRNet, ConResNet from tests/reference/*_ref.py (the modules the C++ is tested
+    against), each with the loss and optimiser of `mmnet bench train-step` (apps/mmnet/bench.hpp).
+    Returns (net, train_loss(), infer(), optimiser, clip max-norm or None, parameter count); data are made here,
+    outside the step."""
+    import torch
+    import torch.nn.functional as F
+    model, config = case["model"], case["config"]
+    if model == "maml":
+        import maml_ref
+        cfg = dict(small=dict(m=4, c=8, p=3, cmax=64, k=4), tiny=maml_ref.TINY, brats=maml_ref.BRATS,
+                   liver=maml_ref.LIVER)[config]
+        net = maml_ref.MAML(**cfg).float()
+        m, p = cfg["m"], cfg["p"]
+        x = torch.randn(n, m, *shape)
+        y = torch.randint(0, cfg["k"], (n, 1, *shape)).float()
+        w_joint, lam, alpha = maml_ref.preset("code", p)  # MAMLLossOptions::code(P)
+
+        def train_loss():
+            targets = [y] + [maml_ref.downsample_labels(y, 2 ** k) for k in range(1, p)]  # as MAMLLoss does per call
+            return maml_ref.total_loss(net(x)[0], targets, m, p, w_joint, lam, alpha)[0]
+
+        def infer():
+            return torch.softmax(net(x)[0][0], 1)
+
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
+        return net, train_loss, infer, opt, 12.0, None
+    if model in ("cscn-bunet", "cscn-acdnet"):
+        import cscn_ref
+        if model == "cscn-bunet":
+            net, cin = (cscn_ref.BUNet(b=2) if config == "tiny" else cscn_ref.BUNet()), 1
+        else:
+            net, cin = (cscn_ref.ACDNet(**cscn_ref.TINY_ACD) if config == "tiny" else cscn_ref.ACDNet()), 2
+        net = net.float()
+        x = torch.randn(n, cin, *shape)
+        y = (torch.rand(n, 1, *shape) < 0.3).float()
+        alpha = cscn_ref.alpha_map(y.numpy()).float()  # EDT + 1 (scipy), once, as the block cutter supplies it
+
+        def train_loss():
+            return cscn_ref.focal(net(x), y, alpha, 2.0)
+
+        def infer():
+            return torch.softmax(net(x), 1)
+
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+        return net, train_loss, infer, opt, None, None
+    if model in ("hmrnet-p", "hmrnet-s"):
+        import hmrnet_ref
+        form = model[-1]
+        net = hmrnet_ref.HMRNet(form, **(hmrnet_ref.TINY if config == "tiny" else {})).float()
+        x = torch.randn(n, 3, *shape)
+        y = (torch.rand(n, 1, *shape) < 0.3).float()
+
+        def train_loss():
+            return hmrnet_ref.total_loss(net(x), y, form, 2.5)
+
+        def infer():
+            return torch.softmax(net(x)[0], 1)
+
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=1e-5)
+        return net, train_loss, infer, opt, 12.0, None
+    if model == "conresnet":
+        import conresnet_ref
+        cfg = dict(small=dict(cin=4, w=8, groups=4), tiny=dict(cin=2, w=4, groups=2),
+                   brats=dict(cin=4, w=32, groups=8))[config]
+        net = conresnet_ref.ConResNet(shape, num_classes=3, **cfg).float()
+        x = torch.randn(n, cfg["cin"], *shape)
+        x_res = conresnet_ref.image_residual(x)
+        y = (torch.rand(n, 3, *shape) < 0.3).float()
+        y_res = conresnet_ref.label_residual(y)
+
+        def train_loss():
+            return conresnet_ref.total_loss(net([x, x_res]), y, y_res, True, 0.5)[0]  # code mode, lambda 0.5
+
+        def infer():
+            return torch.sigmoid(net([x, x_res])[0])
+
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-4)
+        # the official module holds 23 tensors no forward uses (spec §7.7); mmnet does not have them
+        return net, train_loss, infer, opt, None, conresnet_ref.used_count(net)
+    raise ValueError(f"unknown model {model}")
+
+
 def torch_train_step_worker(case, threads, repeats):
     """Runs in its own process (peak RSS of this case only); prints one JSON line."""
     import torch
@@ -214,7 +315,7 @@ def torch_train_step_worker(case, threads, repeats):
 
         def logits_of(inp):
             return net(inp)[0]  # the reference returns (logits, taps); the taps are dropped at once
-    else:
+    elif case["model"] == "tiny":
         import tiny_net_ref
         net = tiny_net_ref.TinyNet(2, case["width"]).float()
         x = torch.randn(n, 2, *shape)
@@ -224,14 +325,26 @@ def torch_train_step_worker(case, threads, repeats):
 
         def logits_of(inp):
             return net(inp)
-    y = (torch.rand(n, 1, *shape) < 0.3).float()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    if case["model"] in ("mmfnet", "tiny"):
+        y = (torch.rand(n, 1, *shape) < 0.3).float()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        clip, params = None, None
+
+        def train_loss():
+            return loss_of(logits_of(x), y)
+
+        def infer_fn():
+            return torch.sigmoid(logits_of(x))
+    else:
+        net, train_loss, infer_fn, opt, clip, params = newer_model_case(case, n, shape)
     last = {}
 
     def step():
         opt.zero_grad()
-        loss = loss_of(logits_of(x), y)
+        loss = train_loss()
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         opt.step()
         last["loss"] = float(loss)
 
@@ -241,11 +354,11 @@ def torch_train_step_worker(case, threads, repeats):
 
     def infer():
         with torch.no_grad():
-            torch.sigmoid(logits_of(x))
+            infer_fn()
 
     infer_med, infer_min = timed(repeats, infer)
     r = {"bench": "train_step", "impl": "torch", "model": case["model"], "batch": n, "shape": list(shape),
-         "threads": threads, "repeats": repeats, "params": sum(p.numel() for p in net.parameters()),
+         "threads": threads, "repeats": repeats, "params": params or sum(p.numel() for p in net.parameters()),
          "train_step_s": step_med, "train_step_min_s": step_min, "infer_s": infer_med, "infer_min_s": infer_min,
          "peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
          "start_rss_mb": start_rss, "last_loss": last["loss"]}
@@ -267,7 +380,7 @@ def mmnet_conv(cli, case, batch, threads, repeats):
 def mmnet_train(cli, case, threads, repeats):
     cmd = [cli, "bench", "train-step", "--model", case["model"], "--batch", str(case["batch"]),
            "--shape", triple(case["shape"]), "--threads", str(threads), "--repeats", str(repeats)]
-    cmd += ["--config", case["config"]] if case["model"] == "mmfnet" else ["--width", str(case["width"])]
+    cmd += ["--width", str(case["width"])] if case["model"] == "tiny" else ["--config", case["config"]]
     return run_json(cmd, threads)
 
 
@@ -392,6 +505,8 @@ def main():
     ap.add_argument("--jsonl", help="also write every raw JSON result to this file")
     ap.add_argument("--no-conv", action="store_true", help="skip the conv3d cases")
     ap.add_argument("--no-train", action="store_true", help="skip the train-step cases")
+    ap.add_argument("--models", help="comma-separated train-step models to run (default all: mmfnet, tiny, maml, "
+                                     "cscn-bunet, cscn-acdnet, hmrnet-p, hmrnet-s, conresnet)")
     ap.add_argument("--torch-train-step", help=argparse.SUPPRESS)  # internal: one PyTorch case in this process
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",") if t]
@@ -426,7 +541,10 @@ def main():
                     log(m), log(t)
                     results.append(dict(kind="conv", label=conv_label(case), batch=batch, threads=th, mmnet=m, torch=t))
     if not args.no_train:
+        models = set(args.models.split(",")) if args.models else None
         for case in QUICK_TRAIN if args.quick else TRAIN_CASES:
+            if models is not None and case["model"] not in models:
+                continue
             for th in threads:
                 m = mmnet_train(cli, case, th, args.repeats)
                 t = torch_train(case, th, args.repeats)

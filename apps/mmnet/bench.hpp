@@ -8,16 +8,29 @@
 //       Default padding: kernel / 2 per axis (integer division; "same" size for odd kernels at stride 1 and
 //       dilation 1), NOT adjusted for dilation: pass --padding with --dilation. Bias on (the forward adds it).
 //       FLOPs of each pass: 2 * out_numel * C * kD * kH * kW (out_numel = N * K * OD * OH * OW).
-//   mmnet bench train-step --model mmfnet|tiny [--config paper|tiny|...] [--batch N] [--shape DxHxW]
-//                          [--threads T] [--repeats R] [--width W]
-//       one training step (zero_grad, forward, loss, backward, Adam step lr 1e-3) and an eval-mode forward.
-//       mmfnet: soft Dice on the sigmoid output (the loss of mmfnet::Trainer, spec §3), input N x M x D x H x W.
+//   mmnet bench train-step --model mmfnet|tiny|maml|cscn-bunet|cscn-acdnet|hmrnet-p|hmrnet-s|conresnet
+//                          [--config PRESET] [--batch N] [--shape DxHxW] [--threads T] [--repeats R] [--width W]
+//       one training step (zero_grad, forward, the model's loss, backward, [clipping,] optimiser step) and an
+//       eval-mode forward (to probabilities). peak_rss_mb is this process's peak RSS (VmHWM; getrusage's ru_maxrss
+//       as ru_maxrss_mb): one case a process. Per model (PyTorch twins in bench/compare.py):
+//       mmfnet (--config: a mmfnet preset, default paper): soft Dice on the sigmoid output (mmfnet::Trainer's
+//         loss, spec §3), Adam lr 1e-3; input N x M x D x H x W.
 //       tiny (models::TinyNet, 2 input channels, width --width): soft Dice on sigmoid(logits) + BCE with logits
-//       (tests/reference/tiny_net_ref.py). peak_rss_mb is this process's peak RSS (VmHWM; getrusage's ru_maxrss as
-//       ru_maxrss_mb): one case a process.
+//         (tests/reference/tiny_net_ref.py), Adam lr 1e-3.
+//       maml (--config small (default) | tiny | brats | liver): MAMLLoss code preset (DiceCE joint + deep-supervised
+//         intra terms), maml::sgd_options() (SGD lr 0.01, Nesterov 0.99, wd 3e-5) with clip_grad_norm_ 12 (the
+//         official code); labels uniform class indices; eval: predict() = softmax(Z).
+//       cscn-bunet / cscn-acdnet (--config paper (default) | tiny): one CSCN stage on blocks, He-normal init,
+//         DistanceWeightedFocal (gamma 2) with alpha = distance_weight_map(labels) computed once outside the
+//         step (as training cuts it from the full volume), cscn::adam_options() (Adam lr 1e-3); eval: softmax.
+//       hmrnet-p / hmrnet-s (--config paper (default) | tiny): HMRNetLoss theta 2.5, lambda (0.4, 0.3, 0.3, 0),
+//         hmrnet::sgd_options() (SGD lr 0.01, Nesterov 0.99, wd 1e-5) with clip_grad_norm_ 12; eval: predict().
+//       conresnet (--config small (default) | tiny | brats): ConResNetLoss (code mode, lambda 0.5) on targets y
+//         (Bernoulli per region channel) and label_residual(y); X_res = image_residual(x), both made once outside
+//         the step; conresnet::adam_options() (Adam lr 1e-4, wd 5e-4); eval: sigmoid(predict()).
 //
 // Every time is the median (and the minimum) of R >= 1 runs after one untimed warm-up run (default R 5).
-// Inputs are N(0, 1) from Generator(--seed), targets Bernoulli(0.3).
+// Inputs are N(0, 1) from Generator(--seed), binary targets Bernoulli(0.3), class labels uniform.
 #pragma once
 #include <sys/resource.h>
 
@@ -38,9 +51,16 @@
 #include <mmnet/layers/conv3d.hpp>
 #include <mmnet/losses/bce_with_logits.hpp>
 #include <mmnet/losses/soft_dice.hpp>
+#include <mmnet/conresnet.hpp>
+#include <mmnet/cscn.hpp>
+#include <mmnet/hmrnet.hpp>
+#include <mmnet/layers/softmax.hpp>
+#include <mmnet/maml.hpp>
 #include <mmnet/mmfnet.hpp>
 #include <mmnet/models/tiny_net.hpp>
 #include <mmnet/optim/adam.hpp>
+#include <mmnet/optim/clip_grad.hpp>
+#include <mmnet/optim/sgd.hpp>
 
 #include "cli_common.hpp"
 
@@ -112,6 +132,12 @@ Timing time_runs(int repeats, Prepare&& prepare, F&& f) {
 inline mmnet::Tensor<float, mmnet::cpu> normal_tensor(const mmnet::Shape& s, mmnet::Generator& g) {
   std::vector<float> v(static_cast<std::size_t>(s.numel()));
   for (auto& x : v) x = static_cast<float>(g.normal());
+  return mmnet::Tensor<float, mmnet::cpu>::from_vector(s, v);
+}
+
+inline mmnet::Tensor<float, mmnet::cpu> class_tensor(const mmnet::Shape& s, index_t classes, mmnet::Generator& g) {
+  std::vector<float> v(static_cast<std::size_t>(s.numel()));
+  for (auto& x : v) x = static_cast<float>(g.integer(static_cast<std::uint64_t>(classes)));
   return mmnet::Tensor<float, mmnet::cpu>::from_vector(s, v);
 }
 
@@ -237,7 +263,7 @@ inline int run_bench_conv3d(const BenchConvArgs& a) {
 // ---- bench train-step ------------------------------------------------------------------------------------
 
 struct BenchTrainArgs {
-  std::string model = "mmfnet", config = "paper", shape = "16x128x128";
+  std::string model = "mmfnet", config, shape = "16x128x128";  // config "": the model's default preset
   index_t batch = 2, width = 4;
   int threads = 0, repeats = 5;
   unsigned long long seed = 0;
@@ -255,6 +281,156 @@ inline void print_train_step(const BenchTrainArgs& a, const std::string& config,
   j.print();
 }
 
+inline void check_multiple(const std::vector<index_t>& dhw, const std::vector<index_t>& multiple, const std::string& what) {
+  for (int i = 0; i < 3; ++i)
+    if (dhw[i] % multiple[i] != 0)
+      throw cli_error(std::string("--shape: size ") + "DHW"[i] + " must be a multiple of " + std::to_string(multiple[i]) +
+                      " for " + what + ", got " + std::to_string(dhw[i]));
+}
+
+inline std::string config_or(const BenchTrainArgs& a, const char* fallback, const std::vector<std::string>& known) {
+  const std::string c = a.config.empty() ? fallback : a.config;
+  if (std::find(known.begin(), known.end(), c) == known.end()) {
+    std::string k;
+    for (const auto& n : known) k += (k.empty() ? "" : ", ") + n;
+    throw cli_error("--config: unknown " + a.model + " preset '" + c + "' (known: " + k + ")");
+  }
+  return c;
+}
+
+// MAML, the official code's recipe (models/maml/training.hpp): MAMLLoss code preset, SGD-Nesterov, clipping at 12.
+inline int bench_maml(const BenchTrainArgs& a, const std::vector<index_t>& dhw, mmnet::Generator& g, double start_rss) {
+  using namespace mmnet;
+  const std::string config = config_or(a, "small", {"small", "tiny", "brats", "liver"});
+  const MAMLOptions o = config == "small" ? MAMLOptions::small()
+                        : config == "tiny" ? MAMLOptions::tiny()
+                        : config == "brats" ? MAMLOptions::brats() : MAMLOptions::liver();
+  const index_t m = index_t(1) << o.num_pool();
+  check_multiple(dhw, {m, m, m}, "maml " + config);
+  MAML<float, cpu> net(o, g);
+  MAMLLoss<float, cpu> loss_fn(MAMLLossOptions::code(o.num_pool()));
+  optim::SGD<float, cpu> opt(net.parameters(), maml::sgd_options());
+  const Shape xs{a.batch, o.modalities(), dhw[0], dhw[1], dhw[2]};
+  const auto x = normal_tensor(xs, g);
+  const auto y = class_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, o.classes(), g);
+  double loss = 0;
+  net.train();
+  const Timing step = time_runs(a.repeats, [] {}, [&] {
+    opt.zero_grad();
+    loss = static_cast<double>(loss_fn.forward(net.forward(x), y));
+    net.backward(loss_fn.backward());
+    optim::clip_grad_norm_(net, maml::clip_norm);
+    opt.step();
+  });
+  net.eval();
+  const Timing infer = time_runs(a.repeats, [] {}, [&] { net.predict(x); });
+  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
+  return 0;
+}
+
+// One CSCN stage (spec §3, §4.2-4.3; models/cscn/training.hpp): He-normal init, distance-weighted focal loss with
+// alpha from the labels (the full-volume map, computed once: cutting blocks is data loading), Adam lr 1e-3.
+template <class Net>
+int bench_cscn_stage(const BenchTrainArgs& a, const std::vector<index_t>& dhw, mmnet::Generator& g, double start_rss,
+                     Net& net, index_t in_channels, const std::string& config) {
+  using namespace mmnet;
+  check_multiple(dhw, {4, 4, 4}, a.model);
+  models::cscn::he_normal_init(net, g);
+  losses::DistanceWeightedFocal<float, cpu> focal;
+  nn::Softmax<float, cpu> softmax;
+  optim::Adam<float, cpu> opt(net.parameters(), models::cscn::adam_options());
+  const Shape xs{a.batch, in_channels, dhw[0], dhw[1], dhw[2]};
+  const auto x = normal_tensor(xs, g);
+  const auto y = bernoulli_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, 0.3, g);
+  const auto alpha = losses::distance_weight_map(y);
+  double loss = 0;
+  net.train();
+  const Timing step = time_runs(a.repeats, [] {}, [&] {
+    opt.zero_grad();
+    loss = static_cast<double>(focal.forward(net.forward(x), y, alpha));
+    net.backward(focal.backward());
+    opt.step();
+  });
+  net.eval();
+  const Timing infer = time_runs(a.repeats, [] {}, [&] { softmax.forward(net.forward(x)); });
+  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
+  return 0;
+}
+
+inline int bench_cscn(const BenchTrainArgs& a, const std::vector<index_t>& dhw, mmnet::Generator& g, double start_rss) {
+  using namespace mmnet;
+  const std::string config = config_or(a, "paper", {"paper", "tiny"});
+  if (a.model == "cscn-bunet") {
+    const BUNetOptions o = config == "tiny" ? BUNetOptions::tiny() : BUNetOptions::paper();
+    BUNet<float, cpu> net(o, g);
+    return bench_cscn_stage(a, dhw, g, start_rss, net, o.in_channels(), config);
+  }
+  const ACDNetOptions o = config == "tiny" ? ACDNetOptions::tiny() : ACDNetOptions::paper();
+  ACDNet<float, cpu> net(o, g);
+  return bench_cscn_stage(a, dhw, g, start_rss, net, o.in_channels(), config);
+}
+
+// HMRNet (models/hmrnet/training.hpp): HMRNetLoss theta 2.5 (ventricles), SGD-Nesterov, clipping at 12.
+inline int bench_hmrnet(const BenchTrainArgs& a, const std::vector<index_t>& dhw, mmnet::Generator& g, double start_rss) {
+  using namespace mmnet;
+  const std::string config = config_or(a, "paper", {"paper", "tiny"});
+  const bool p = a.model == "hmrnet-p";
+  const HMRNetOptions o = config == "tiny" ? (p ? HMRNetOptions::tiny_p() : HMRNetOptions::tiny_s())
+                                           : (p ? HMRNetOptions::paper_p() : HMRNetOptions::paper_s());
+  const ExpandingArray3 sm = o.size_multiple();
+  check_multiple(dhw, {sm[0], sm[1], sm[2]}, a.model + " " + config);
+  HMRNet<float, cpu> net(o, g);
+  HMRNetLoss<float, cpu> loss_fn(HMRNetLossOptions().theta(2.5));
+  optim::SGD<float, cpu> opt(net.parameters(), hmrnet::sgd_options());
+  const Shape xs{a.batch, o.in_channels(), dhw[0], dhw[1], dhw[2]};
+  const auto x = normal_tensor(xs, g);
+  const auto y = bernoulli_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, 0.3, g);
+  double loss = 0;
+  net.train();
+  const Timing step = time_runs(a.repeats, [] {}, [&] {
+    opt.zero_grad();
+    loss = static_cast<double>(loss_fn.forward(net.forward(x), y));
+    net.backward(loss_fn.backward());
+    optim::clip_grad_norm_(net, hmrnet::clip_norm);
+    opt.step();
+  });
+  net.eval();
+  const Timing infer = time_runs(a.repeats, [] {}, [&] { net.predict(x); });
+  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
+  return 0;
+}
+
+// ConResNet (models/conresnet/training.hpp): ConResNetLoss code mode, Adam lr 1e-4 with weight decay 5e-4.
+inline int bench_conresnet(const BenchTrainArgs& a, const std::vector<index_t>& dhw, mmnet::Generator& g, double start_rss) {
+  using namespace mmnet;
+  const std::string config = config_or(a, "small", {"small", "tiny", "brats"});
+  const ConResNetOptions o = config == "small" ? ConResNetOptions::small()
+                             : config == "tiny" ? ConResNetOptions::tiny() : ConResNetOptions::brats();
+  const index_t m = ConResNetOptions::size_multiple();
+  check_multiple(dhw, {m, m, m}, "conresnet " + config);
+  ConResNet<float, cpu> net(o, g);
+  ConResNetLoss<float, cpu> loss_fn;
+  nn::Sigmoid<float, cpu> sigmoid;
+  optim::Adam<float, cpu> opt(net.parameters(), conresnet::adam_options());
+  const Shape xs{a.batch, o.in_channels(), dhw[0], dhw[1], dhw[2]};
+  const auto x = normal_tensor(xs, g);
+  const auto x_res = conresnet::image_residual(x);
+  const auto y = bernoulli_tensor({a.batch, o.num_classes(), dhw[0], dhw[1], dhw[2]}, 0.3, g);
+  const auto y_res = conresnet::label_residual(y);
+  double loss = 0;
+  net.train();
+  const Timing step = time_runs(a.repeats, [] {}, [&] {
+    opt.zero_grad();
+    loss = static_cast<double>(loss_fn.forward(net.forward(x, x_res), y, y_res));
+    net.backward(loss_fn.backward());
+    opt.step();
+  });
+  net.eval();
+  const Timing infer = time_runs(a.repeats, [] {}, [&] { sigmoid.forward(net.predict(x, x_res)); });
+  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
+  return 0;
+}
+
 inline int run_bench_train_step(const BenchTrainArgs& a) {
   using namespace mmnet;
   const double start_rss = proc_status_mb("VmRSS");  // the program before any model or data
@@ -266,12 +442,10 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
   double loss = 0;
 
   if (a.model == "mmfnet") {
-    const MMFNetOptions o = options_for(a.model, a.config);
+    const std::string config = a.config.empty() ? "paper" : a.config;
+    const MMFNetOptions o = options_for(a.model, config);
     o.validate();
-    for (int i = 0; i < 3; ++i)
-      if (dhw[i] % o.size_multiple() != 0)
-        throw cli_error(std::string("--shape: size ") + "DHW"[i] + " must be a multiple of " +
-                        std::to_string(o.size_multiple()) + " for mmfnet " + a.config + ", got " + std::to_string(dhw[i]));
+    check_multiple(dhw, {o.size_multiple(), o.size_multiple(), o.size_multiple()}, a.model + " " + config);
     MMFNet<float, cpu> net(o, g);
     losses::SoftDice<float, cpu> dice;
     optim::Adam<float, cpu> opt(net.parameters(), optim::AdamOptions(1e-3));
@@ -288,7 +462,7 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
     });
     net.eval();
     const Timing infer = time_runs(a.repeats, [] {}, [&] { net.forward(x); });
-    print_train_step(a, a.config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
+    print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
     return 0;
   }
   if (a.model == "tiny") {
@@ -317,7 +491,12 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
                      step, infer, loss, start_rss);
     return 0;
   }
-  throw cli_error("--model: unknown model '" + a.model + "' (known: mmfnet, tiny)");
+  if (a.model == "maml") return bench_maml(a, dhw, g, start_rss);
+  if (a.model == "cscn-bunet" || a.model == "cscn-acdnet") return bench_cscn(a, dhw, g, start_rss);
+  if (a.model == "hmrnet-p" || a.model == "hmrnet-s") return bench_hmrnet(a, dhw, g, start_rss);
+  if (a.model == "conresnet") return bench_conresnet(a, dhw, g, start_rss);
+  throw cli_error("--model: unknown model '" + a.model +
+                  "' (known: mmfnet, tiny, maml, cscn-bunet, cscn-acdnet, hmrnet-p, hmrnet-s, conresnet)");
 }
 
 // ---- registration ----------------------------------------------------------------------------------------
@@ -344,9 +523,13 @@ inline BenchCommands add_bench_commands(CLI::App& app, BenchConvArgs& ca, BenchT
   c.conv3d->add_option("--repeats", ca.repeats, "Timed runs after one warm-up; the median is reported")->capture_default_str();
   c.conv3d->add_option("--seed", ca.seed, "Seed of the data and weights")->capture_default_str();
 
-  c.train_step = bench->add_subcommand("train-step", "One Adam training step and one eval-mode forward of a model");
-  c.train_step->add_option("--model", ta.model, "mmfnet or tiny (models::TinyNet)")->capture_default_str();
-  c.train_step->add_option("--config", ta.config, "mmfnet preset")->capture_default_str()->check(CLI::IsMember(preset_names()));
+  c.train_step = bench->add_subcommand("train-step", "One training step and one eval-mode forward of a model");
+  c.train_step->add_option("--model", ta.model,
+                           "mmfnet, tiny (models::TinyNet), maml, cscn-bunet, cscn-acdnet, hmrnet-p, hmrnet-s or conresnet")
+      ->capture_default_str();
+  c.train_step->add_option("--config", ta.config,
+                           "Preset: mmfnet's (default paper); maml small (default), tiny, brats, liver; cscn-* and "
+                           "hmrnet-* paper (default), tiny; conresnet small (default), tiny, brats");
   c.train_step->add_option("--batch", ta.batch, "Batch size N")->capture_default_str();
   c.train_step->add_option("--shape", ta.shape, "Input size DxHxW")->capture_default_str();
   c.train_step->add_option("--width", ta.width, "tiny: channels of its convolutions")->capture_default_str();
