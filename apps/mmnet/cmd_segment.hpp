@@ -31,6 +31,7 @@
 #include <mmnet/mmfnet.hpp>
 
 #include "cli_common.hpp"
+#include "conresnet_cli.hpp"
 #include "hmrnet_cli.hpp"
 #include "models.hpp"
 #include "pipeline.hpp"
@@ -296,6 +297,62 @@ inline int run_segment_hmrnet(const SegmentArgs& a, const RunConfig& rc, const M
   return 0;
 }
 
+// ConResNet (spec conresnet.md §4.4): per case the run's preprocessing (non-zero crop, z-score), the official
+// sliding window (conresnet::sliding_window_probabilities: tiles = the training patch, overlap 1/3, uniform
+// average of the sigmoid, X_res of the whole volume), p > 0.5 per region [ET, WT, TC], the label map WT -> 1,
+// TC -> 2, ET -> 3 (each overwriting the previous), uncropped.
+inline int run_segment_conresnet(const SegmentArgs& a, const RunConfig& rc, const ModelSpec& spec, const mmnet::io::Checkpoint& ck,
+                                 const std::string& config_path) {
+  using tensor = mmnet::Tensor<float, mmnet::cpu>;
+  if (a.tta) throw cli_error("--tta: not for conresnet (its sliding window has no mirroring, spec §4.4)");
+  if (a.png) throw cli_error("--png: not for conresnet");
+  if (a.largest) throw cli_error("--largest-component: only for binary models (" + spec.name() + " is multi-class)");
+  mmnet::ConResNet<float, mmnet::cpu> net(*spec.conresnet);
+  try {
+    net.load_state_dict(ck.model, /*strict=*/true);
+  } catch (const mmnet::error& e) {
+    throw cli_error(a.weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
+  }
+  net.eval();
+  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
+  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
+  for (std::size_t m = 0; m < rc.modalities.size(); ++m)
+    if (ds.modalities[m] != rc.modalities[m])
+      throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
+                      "; the run was trained with " + rc.modalities[m]);
+  const auto& cases = ds.cases(a.split);
+  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
+  OutputGuard guard;
+  guard.make_dir(a.out);
+  std::printf("segment: %s from %s, %zu %s cases of %s, ConResNet sliding window (tiles %s, overlap 1/3, uniform "
+              "average of the sigmoid), regions ET, WT, TC > 0.5 -> labels WT 1, TC 2, ET 3\n",
+              spec.name().c_str(), a.weights.c_str(), cases.size(), a.split.c_str(), a.data.c_str(), shape_str(rc.patch).c_str());
+  std::fflush(stdout);
+  const auto norm = rc.normalize_options();
+  const mmnet::ExpandingArray3 patch(rc.patch[0], rc.patch[1], rc.patch[2]);
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const PreparedCase c = prepare_case(mmnet::data::load_case(ds, cases[i]), norm);
+    const auto& v = c.image;
+    const tensor x = tensor::from_vector(mmnet::Shape{1, v.channels, v.depth, v.height, v.width}, v.data);
+    const auto p = mmnet::conresnet::sliding_window_probabilities(net, x, patch).to_vector();
+    const mmnet::data::LabelMap full = to_original_grid(conresnet_label_map(p, v.depth, v.height, v.width, v.spacing), c);
+    const std::string path = join_path(a.out, c.name + ".nii.gz");
+    guard.add(path);
+    mmnet::data::write_label_map(path, full, c.reference);
+    std::int64_t count[4] = {};
+    for (auto l : full.data)
+      if (l < 4) ++count[l];
+    std::printf("segment: [%zu/%zu] %s: voxels edema %lld, non-enhancing %lld, enhancing %lld, %.1f s -> %s\n", i + 1,
+                cases.size(), c.name.c_str(), static_cast<long long>(count[1]), static_cast<long long>(count[2]),
+                static_cast<long long>(count[3]), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                path.c_str());
+    std::fflush(stdout);
+  }
+  guard.commit();
+  return 0;
+}
+
 inline int run_segment(const SegmentArgs& a) {
   using namespace segment_detail;
   if (a.threads < 0) throw cli_error("--threads: expected >= 0, got " + std::to_string(a.threads));
@@ -326,6 +383,7 @@ inline int run_segment(const SegmentArgs& a) {
     throw cli_error("--stage: only for a cscn or hmrnet run");
   if (spec.kind == ModelKind::cscn) return run_segment_cscn(a, rc, spec, ck, config_path);
   if (spec.kind == ModelKind::hmrnet) return run_segment_hmrnet(a, rc, spec, ck, config_path);
+  if (spec.kind == ModelKind::conresnet) return run_segment_conresnet(a, rc, spec, ck, config_path);
   SegmentModel net(spec, rc, ck, a.weights, present);
 
   const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);

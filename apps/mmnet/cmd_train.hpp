@@ -49,6 +49,7 @@
 #include <mmnet/train/trainer.hpp>
 
 #include "cli_common.hpp"
+#include "conresnet_cli.hpp"
 #include "hmrnet_cli.hpp"
 #include "models.hpp"
 #include "pipeline.hpp"
@@ -76,6 +77,7 @@ struct TrainArgs {
 inline double default_lr(ModelKind k, const std::string& optimizer) {
   if (k == ModelKind::cscn) return 1e-3;  // spec cascaded-fcn §4.3
   if (k == ModelKind::hmrnet) return optimizer == "sgd" ? 0.01 : 3e-3;  // spec hmrnet §4; Adam for short CPU runs
+  if (k == ModelKind::conresnet) return 1e-3;  // the official 1e-4 is for 40,000 iterations; short CPU runs
   if (optimizer == "sgd") return 0.01;
   return k == ModelKind::mmfnet ? 3e-3 : 3e-4;
 }
@@ -84,7 +86,7 @@ inline CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
   auto* c = app.add_subcommand("train", "Train MMFNet, MAML or CSCN on an MSD-layout data set; writes RUN/{best,last}.h5, log.csv, curves.svg, config.json (cscn: RUN/best.h5 and the stages in RUN/bunet/, RUN/acdnet/)");
   c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   a.o_data = c->add_option("--data", a.data, "Data set directory (dataset.json; the training split is used)");
-  a.o_model = c->add_option("--model", a.model, "Model (mmfnet, maml, cscn, hmrnet)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  a.o_model = c->add_option("--model", a.model, "Model (mmfnet, maml, cscn, hmrnet, conresnet)")->capture_default_str()->check(CLI::IsMember(model_names()));
   a.o_config = c->add_option("--config", a.config, "Preset (mmfnet: small, tiny, paper, ...; maml: small, tiny, brats, liver, ...; cscn: paper, small, tiny)")
                    ->capture_default_str()->check(CLI::IsMember(all_config_names()));
   c->add_option("--out", a.out, "Run directory")->required();
@@ -163,11 +165,12 @@ struct TrainContext {
 
 // The loop shared by the models: trainer options, batches from the loader, resume, fit, the closing lines.
 // configure(trainer) tracks generators; epoch_lr(e), when set, gives the learning rate of epoch e (0-based; set
-// before it starts, also after a resume); describe is the model part of the start line.
+// before it starts, also after a resume); step_lr(k), when set, the learning rate of optimizer step k (set before
+// the step; ConResNet's poly schedule); describe is the model part of the start line.
 template <class Net, class LossFn, class Validate, class Configure>
 int fit(TrainContext& cx, Net& net, mmnet::optim::OptimizerBase& opt, LossFn loss_fn, Validate validate_fn,
         double clip, Configure configure, const std::function<double(int)>& epoch_lr, const std::string& describe,
-        const mmnet::data::AugmentOptions& aug) {
+        const mmnet::data::AugmentOptions& aug, const std::function<double(long long)>& step_lr = nullptr) {
   const RunConfig& rc = cx.rc;
   const auto topt = mmnet::train::TrainerOptions()
                         .epochs(rc.epochs)
@@ -201,6 +204,7 @@ int fit(TrainContext& cx, Net& net, mmnet::optim::OptimizerBase& opt, LossFn los
     const index_t want = static_cast<index_t>(epoch) * rc.iterations + it;
     if (b.index != want)
       throw std::logic_error("batch " + std::to_string(b.index) + " arrived for step " + std::to_string(want));
+    if (step_lr) opt.set_lr(step_lr(static_cast<long long>(want)));
     return mmnet::train::Batch<float, mmnet::cpu>{b.images, b.labels};
   };
   typename Trainer::ValidationFn validate;
@@ -730,6 +734,66 @@ inline int train_hmrnet(TrainContext& cx) {
   return 0;
 }
 
+
+// ---- ConResNet (spec conresnet.md §3, §4) ----------------------------------------------------------------------
+
+// Patches of the non-zero-cropped, z-scored cases (nnU-Net's MRI preprocessing, as MAML); the network gets X and
+// X_res = image_residual(X) of the patch; targets: the overlapping sigmoid regions [ET, WT, TC] of the patch's
+// labels (region_targets with brats_regions_nnunet), Y_res = label_residual(Y); ConResNetLoss (code mode, λ 0.5;
+// the baseline: Dice + BCE); Adam with coupled weight decay 5e-4 and lr_k = lr (1 - k / K)^0.9 per iteration
+// (K = epochs x iterations); flips of all three axes. Validation: conresnet::sliding_window_probabilities on the
+// whole validation cases (tiles = the patch), p > 0.5, mean Dice over the three regions.
+inline int train_conresnet(TrainContext& cx) {
+  namespace cr = mmnet::conresnet;
+  using tensor = mmnet::Tensor<float, mmnet::cpu>;
+  using Net = ConResNetTrainable<float, mmnet::cpu>;
+  const RunConfig& rc = cx.rc;
+  const mmnet::ConResNetOptions& o = *cx.spec.conresnet;
+  mmnet::Generator init(rc.seed);
+  Net net(mmnet::ConResNetOptions(o).dropout_seed(cscn_train::batch_seed(rc.seed, 9, 0)), init);
+  mmnet::ConResNetLoss<float, mmnet::cpu> loss;
+  const auto regions = cr::brats_regions_nnunet();
+  auto loss_fn = [&loss, &regions](const std::vector<tensor>& outs, const tensor& labels) {
+    const tensor y = cr::region_targets(labels, regions);
+    mmnet::train::LossStep<float, mmnet::cpu, std::vector<tensor>> s;
+    s.loss = static_cast<double>(loss.forward(outs, y, cr::label_residual(y)));
+    s.grad = loss.backward();
+    return s;
+  };
+  mmnet::optim::Adam<float, mmnet::cpu> opt(net.parameters(), cr::adam_options().lr(rc.lr));
+  const long long total = static_cast<long long>(rc.epochs) * rc.iterations;
+  const double lr = rc.lr;
+  auto step_lr = [lr, total](long long k) { return cr::poly_lr(lr, static_cast<long>(std::min(k, total)), static_cast<long>(total)); };
+  const auto aug = mmnet::data::AugmentOptions::none().flip_probability({0.5, 0.5, 0.5});
+  const mmnet::ExpandingArray3 patch(rc.patch[0], rc.patch[1], rc.patch[2]);
+  auto validate = [&](Net& m) {
+    double sum = 0;
+    int n = 0;
+    for (const auto& c : cx.val_cases) {
+      const auto& v = c.image;
+      const tensor x = tensor::from_vector(mmnet::Shape{1, v.channels, v.depth, v.height, v.width}, v.data);
+      const auto p = cr::sliding_window_probabilities(m.net, x, patch).to_vector();
+      std::vector<float> lf(c.label->data.begin(), c.label->data.end());
+      const auto t = cr::region_targets(tensor::from_vector(mmnet::Shape{1, 1, v.depth, v.height, v.width}, lf), regions).to_vector();
+      const std::size_t V = lf.size();
+      for (std::size_t k = 0; k < regions.size(); ++k) {
+        double inter = 0, a = 0, b = 0;
+        for (std::size_t i = k * V; i < (k + 1) * V; ++i) {
+          const bool x1 = p[i] > 0.5f, y1 = t[i] > 0.5f;
+          inter += x1 && y1, a += x1, b += y1;
+        }
+        if (b > 0) sum += 2 * inter / (a + b), ++n;  // a region absent from the truth is left out (MONAI ignore_empty)
+      }
+    }
+    return n ? sum / n : 0.0;
+  };
+  auto configure = [&](mmnet::train::Trainer<Net>& t) { t.track_generator("dropout", net.dropout_generator()); };
+  const std::string describe = std::string(o.context_residual() ? "context residual" : "baseline (no context residual)") +
+                               ", ConResNetLoss, Adam lr " + fmt(rc.lr, 6) + " (coupled wd 5e-4) poly per iteration, "
+                               "regions [ET, WT, TC]";
+  return fit(cx, net, opt, loss_fn, validate, 0.0, configure, nullptr, describe, aug, step_lr);
+}
+
 }  // namespace train_detail
 
 inline int run_train(TrainArgs a) {
@@ -785,10 +849,15 @@ inline int run_train(TrainArgs a) {
                         "--config paper, small or tiny");
       if (!(a.o_patch && a.o_patch->count() > 0)) rc.patch.clear();  // stage 1: the whole volume (set below)
     }
+    if (kind == ModelKind::conresnet) {
+      if (!(a.o_patch && a.o_patch->count() > 0)) rc.patch = {32, 32, 32};  // CPU phantom runs (official 80 x 160 x 160)
+      if (rc.optimizer != "adam") throw cli_error("--optimizer: conresnet trains with adam (spec §4.1), got " + rc.optimizer);
+    }
     rc.lr = a.lr == 0 ? default_lr(kind, rc.optimizer) : a.lr;
     rc.loss = a.loss;
     rc.modality_dropout = a.modality_dropout;
-    rc.normalization = kind == ModelKind::maml ? "nonzero_zscore" : kind == ModelKind::cscn ? "isotropic_nonzero_zscore"
+    rc.normalization = (kind == ModelKind::maml || kind == ModelKind::conresnet) ? "nonzero_zscore"
+                       : kind == ModelKind::cscn ? "isotropic_nonzero_zscore"
                        : kind == ModelKind::hmrnet ? "zscore" : "body_zscore";
     if (kind == ModelKind::cscn) {  // the block is the preset's (spec §2.1); Adam only (spec §4.3)
       const auto& blk = model_spec(a.model, a.config).cscn->block();
@@ -894,6 +963,7 @@ inline int run_train(TrainArgs a) {
   TrainContext cx{a, rc, spec, train_cases, val_cases, guard, last};
   if (spec.kind == ModelKind::cscn) return train_cscn(cx);
   if (spec.kind == ModelKind::hmrnet) return train_hmrnet(cx);
+  if (spec.kind == ModelKind::conresnet) return train_conresnet(cx);
   return spec.kind == ModelKind::maml ? train_maml(cx) : train_mmfnet(cx);
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <mmnet/conresnet.hpp>
 #include <mmnet/cscn.hpp>
 #include <mmnet/hmrnet.hpp>
 #include <mmnet/maml.hpp>
@@ -17,10 +18,10 @@
 
 namespace mmnet_cli {
 
-enum class ModelKind { mmfnet, maml, cscn, hmrnet };
+enum class ModelKind { mmfnet, maml, cscn, hmrnet, conresnet };
 
 inline const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> n{"mmfnet", "maml", "cscn", "hmrnet"};
+  static const std::vector<std::string> n{"mmfnet", "maml", "cscn", "hmrnet", "conresnet"};
   return n;
 }
 
@@ -29,7 +30,8 @@ inline ModelKind model_kind(const std::string& model) {
   if (model == "maml") return ModelKind::maml;
   if (model == "cscn") return ModelKind::cscn;
   if (model == "hmrnet") return ModelKind::hmrnet;
-  throw cli_error("unknown model '" + model + "' (known: mmfnet, maml, cscn, hmrnet)");
+  if (model == "conresnet") return ModelKind::conresnet;
+  throw cli_error("unknown model '" + model + "' (known: mmfnet, maml, cscn, hmrnet, conresnet)");
 }
 
 inline const std::map<std::string, mmnet::MAMLOptions (*)()>& maml_presets() {
@@ -103,6 +105,22 @@ inline const std::map<std::string, HMRNetPreset>& hmrnet_presets() {
   return presets;
 }
 
+// ConResNet (spec conresnet.md): brats (C_in 4, K 3 [ET, WT, TC], w 32, G 8; 19,018,732 parameters), tiny (spec
+// §8: C_in 2, w 4, G 2; 298,544), small (C_in 4, w 8, G 4: CPU phantom runs), and each as "-baseline": the paper's
+// Baseline ablation without the context residual path (ConResNetOptions::context_residual(false)).
+inline const std::map<std::string, mmnet::ConResNetOptions>& conresnet_presets() {
+  using O = mmnet::ConResNetOptions;
+  static const std::map<std::string, O> presets = [] {
+    std::map<std::string, O> m;
+    for (auto [name, o] : {std::pair<std::string, O>{"brats", O::brats()}, {"tiny", O::tiny()}, {"small", O::small()}}) {
+      m[name] = o;
+      m[name + "-baseline"] = O(o).context_residual(false);
+    }
+    return m;
+  }();
+  return presets;
+}
+
 inline std::vector<std::string> config_names(ModelKind k) {
   std::vector<std::string> n;
   if (k == ModelKind::mmfnet)
@@ -111,15 +129,17 @@ inline std::vector<std::string> config_names(ModelKind k) {
     for (auto& p : maml_presets()) n.push_back(p.first);
   else if (k == ModelKind::cscn)
     for (auto& p : cscn_presets()) n.push_back(p.first);
-  else
+  else if (k == ModelKind::hmrnet)
     for (auto& p : hmrnet_presets()) n.push_back(p.first);
+  else
+    for (auto& p : conresnet_presets()) n.push_back(p.first);
   return n;
 }
 
 // Every config name of every model (what CLI11 checks before the model is known).
 inline std::vector<std::string> all_config_names() {
   std::vector<std::string> n = config_names(ModelKind::mmfnet);
-  for (ModelKind k : {ModelKind::maml, ModelKind::cscn, ModelKind::hmrnet})
+  for (ModelKind k : {ModelKind::maml, ModelKind::cscn, ModelKind::hmrnet, ModelKind::conresnet})
     for (auto& c : config_names(k))
       if (std::find(n.begin(), n.end(), c) == n.end()) n.push_back(c);
   return n;
@@ -139,29 +159,37 @@ struct ModelSpec {
   std::optional<mmnet::MAMLOptions> maml;
   std::optional<mmnet::CSCNOptions> cscn;
   std::optional<HMRNetPreset> hmrnet;
+  std::optional<mmnet::ConResNetOptions> conresnet;
 
   index_t modalities() const {
     if (hmrnet) return 3;  // CT, T1c, T2
+    if (conresnet) return conresnet->in_channels();
     return mmfnet ? mmfnet->modalities() : maml ? maml->modalities() : cscn->bunet().in_channels();
   }
   // Output channels: 1 (sigmoid foreground probability) for MMFNet, K (softmax) for MAML, 1 (P_final) for CSCN;
   // HMRNet: the stage-1 classes (6), or 2 (softmax of y0) for one fine network.
+  // ConResNet: K sigmoid region channels ([ET, WT, TC]).
   index_t output_channels() const {
     if (hmrnet) return hmrnet->single ? 2 : hmrnet->unet.classes();
+    if (conresnet) return conresnet->num_classes();
     return mmfnet ? 1 : maml ? maml->classes() : 1;
   }
-  // Label values the data set must have: 0..classes-1.
+  // Label values the data set must have: 0..classes-1 (ConResNet: nnU-Net's BraTS labels 0..3, composed into the
+  // K = 3 overlapping regions).
   index_t classes() const {
     if (hmrnet) return hmrnet->single ? 2 : hmrnet->unet.classes();
+    if (conresnet) return 4;
     return mmfnet ? 2 : maml ? maml->classes() : cscn->bunet().classes();
   }
   // HMRNet: of the stage-1 U-Net (train / segment patches); a fine network's own rule is checked by it.
   index_t size_multiple() const {
     if (hmrnet) return hmrnet->unet.size_multiple();
+    if (conresnet) return mmnet::ConResNetOptions::size_multiple();
     return mmfnet ? mmfnet->size_multiple() : maml ? maml->size_multiple() : 4;
   }
   int levels() const {
     if (hmrnet) return static_cast<int>(hmrnet->unet.num_pool());
+    if (conresnet) return 3;
     return mmfnet ? static_cast<int>(mmfnet->levels()) : maml ? static_cast<int>(maml->num_pool()) : 2;
   }
   std::string name() const { return model + " " + config; }
@@ -188,6 +216,12 @@ inline ModelSpec model_spec(const std::string& model, const std::string& config)
     s.hmrnet->unet.validate();
     s.hmrnet->p.validate();
     s.hmrnet->s.validate();
+  } else if (s.kind == ModelKind::conresnet) {
+    auto it = conresnet_presets().find(config);
+    if (it == conresnet_presets().end())
+      throw cli_error("unknown conresnet config '" + config + "' (known: " + join(config_names(ModelKind::conresnet)) + ")");
+    s.conresnet = it->second;
+    s.conresnet->validate();
   } else {
     auto it = maml_presets().find(config);
     if (it == maml_presets().end())
