@@ -6,7 +6,8 @@
 // --regions brats: nnU-Net's BraTS labels (1 edema, 2 non-enhancing, 3 enhancing), regions WT = {1,2,3},
 // TC = {2,3}, ET = {3} (metrics::nnunet_brats_regions); --regions labels: one region per non-zero label of
 // dataset.json (named by it) or, without one, per non-zero value found. Both print one row per case and region,
-// then per region `mean WT dice: X  mean WT hd95: Y  mean WT assd: Z`; CSV columns case,region,dice,...
+// then per region `mean WT dice: X  mean WT hd95: Y  mean WT assd: Z` (distances in mm) and, with more than one
+// label (--regions labels), `average of the N label means: dice X  hd95 Y  assd Z`; CSV columns case,region,dice,...
 // --regions auto (default): brats when dataset.json's labels are exactly 0 background, 1 edema*, 2 non-enhancing*,
 // 3 enhancing* (the phantom's and MSD Task01's names), labels when it has other labels above 1, else binary.
 // dataset.json: --dataset DIR, else TRUTH/.. or TRUTH when they hold one; label values not listed there are errors.
@@ -325,6 +326,12 @@ inline int run_evaluate(const EvaluateArgs& a) {
   for (auto& r : regions)
     std::printf("mean %s dice: %s  mean %s hd95: %s  mean %s assd: %s\n", r.name.c_str(), fmt(nanmean(dice[r.name])).c_str(),
                 r.name.c_str(), fmt(nanmean(hd95[r.name])).c_str(), r.name.c_str(), fmt(nanmean(assd[r.name])).c_str());
+  if (mode == "labels" && regions.size() > 1) {  // the mean of the per-label means (each label weighs the same)
+    std::vector<double> d, h, s;
+    for (auto& r : regions) d.push_back(nanmean(dice[r.name])), h.push_back(nanmean(hd95[r.name])), s.push_back(nanmean(assd[r.name]));
+    std::printf("average of the %zu label means: dice %s  hd95 %s  assd %s\n", regions.size(), fmt(nanmean(d)).c_str(),
+                fmt(nanmean(h)).c_str(), fmt(nanmean(s)).c_str());
+  }
   return 0;
 }
 

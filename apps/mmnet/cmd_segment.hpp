@@ -31,6 +31,8 @@
 #include <mmnet/mmfnet.hpp>
 
 #include "cli_common.hpp"
+#include "conresnet_cli.hpp"
+#include "hmrnet_cli.hpp"
 #include "models.hpp"
 #include "pipeline.hpp"
 #include "png.hpp"
@@ -55,7 +57,7 @@ inline CLI::App* add_segment_command(CLI::App& app, SegmentArgs& a) {
   c->add_flag("--tta", a.tta, "Mirror test-time augmentation over H and W (4 network calls per window)");
   c->add_flag("--largest-component", a.largest, "Keep only the largest connected component (26-connectivity)");
   c->add_option("--modalities", a.modalities, "maml: the modalities available, e.g. T1ce or T1ce,FLAIR (names or indices; default all)");
-  c->add_option("--stage", a.stage, "cscn: cascade (CSCN's P_final), or coarse (BUNet's multi-view P_coarse alone, the baseline)")
+  c->add_option("--stage", a.stage, "cscn: cascade (CSCN's P_final), or coarse (BUNet's multi-view P_coarse alone, the baseline); hmrnet: cascade (two-stage) or coarse (stage 1's labels alone)")
       ->capture_default_str()->check(CLI::IsMember({"cascade", "coarse"}));
   c->add_flag("--png", a.png, "Also write a mid-lesion CET1 slice with the prediction overlaid, CASE.png");
   c->add_option("--threads", a.threads, "Threads (0: OpenMP's default)")->capture_default_str();
@@ -216,6 +218,141 @@ inline int run_segment_cscn(const SegmentArgs& a, const RunConfig& rc, const Mod
   return 0;
 }
 
+// HMRNet (spec hmrnet.md §4 "Inference"): per case the run's z-score (whole volume), hmrnet::segment_two_stage --
+// stage 1 by nnU-Net's sliding window (window = the stage-1 patch) and argmax, the boxes of its labels (margin 10;
+// the sinus split, margin 5), each part's HMRNet through the sliding window on its crop (window = the part's
+// patch; a smaller crop is padded), argmax, paste-back -- or, with --stage coarse, stage 1's labels alone.
+inline int run_segment_hmrnet(const SegmentArgs& a, const RunConfig& rc, const ModelSpec& spec, const mmnet::io::Checkpoint& ck,
+                              const std::string& config_path) {
+  namespace hs = mmnet::hmrnet;
+  if (a.png) throw cli_error("--png: not for hmrnet");
+  if (a.largest) throw cli_error("--largest-component: only for binary models (" + spec.name() + " is multi-class)");
+  if (spec.hmrnet->single) throw cli_error(config_path + ": config " + rc.config + " is one fine network, not a two-stage run");
+  const hs::TwoStagePlan plan = hmrnet_plan(rc);
+  if (rc.parts.size() != plan.parts.size())
+    throw cli_error(config_path + ": " + std::to_string(rc.parts.size()) + " hmrnet parts; the plan has " +
+                    std::to_string(plan.parts.size()));
+  HMRNetSystem<float, mmnet::cpu> sys(*spec.hmrnet, plan);
+  try {
+    sys.load_state_dict(ck.model, /*strict=*/true);
+  } catch (const mmnet::error& e) {
+    throw cli_error(a.weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
+  }
+  sys.eval();
+  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
+  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
+  for (std::size_t m = 0; m < rc.modalities.size(); ++m)
+    if (ds.modalities[m] != rc.modalities[m])
+      throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
+                      "; the run was trained with " + rc.modalities[m]);
+  const auto& cases = ds.cases(a.split);
+  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
+  const bool coarse = a.stage == "coarse";
+  const auto sw1 = hmrnet_window(rc.patch, a.overlap, a.tta);
+  std::vector<mmnet::inference::SlidingWindowOptions> sw2;
+  for (const auto& p : rc.parts) sw2.push_back(hmrnet_window(p.patch, a.overlap, a.tta));
+  OutputGuard guard;
+  guard.make_dir(a.out);
+  std::printf("segment: %s from %s, %zu %s cases of %s, %s, nnU-Net sliding window (overlap %s, Gaussian%s), stage-1 "
+              "window %s\n",
+              spec.name().c_str(), a.weights.c_str(), cases.size(), a.split.c_str(), a.data.c_str(),
+              coarse ? "stage 1 alone (--stage coarse)" : "two-stage (boxes, fine HMRNets, paste-back)", fmt(a.overlap, 2).c_str(),
+              a.tta ? ", mirror TTA on W" : "", shape_str(rc.patch).c_str());
+  std::fflush(stdout);
+  const auto norm = rc.normalize_options();
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const PreparedCase c = prepare_case(mmnet::data::load_case(ds, cases[i]), norm);
+    auto coarse_fn = [&](const mmnet::data::Volume& v) { return hmrnet_coarse(sys.stage1, v, sw1); };
+    mmnet::data::LabelMap labels;
+    std::string parts;
+    if (coarse) {
+      labels = coarse_fn(c.image);
+    } else {
+      auto fine_fn = [&](const hs::TwoStagePart& part, const mmnet::data::Volume& crop) {
+        std::size_t k = 0;
+        while (plan.parts[k].name != part.name) ++k;
+        return hmrnet_fine(*sys.fine[k], crop, sw2[k]);
+      };
+      const auto r = hs::segment_two_stage(c.image, coarse_fn, fine_fn, plan);
+      labels = r.labels;
+      int skipped = 0;
+      for (const auto& pc : r.crops) skipped += pc.box.empty();
+      parts = ", " + std::to_string(r.crops.size() - static_cast<std::size_t>(skipped)) + " of " + std::to_string(r.crops.size()) + " parts refined";
+    }
+    const mmnet::data::LabelMap full = to_original_grid(labels, c);
+    const std::string path = join_path(a.out, c.name + ".nii.gz");
+    guard.add(path);
+    mmnet::data::write_label_map(path, full, c.reference);
+    std::int64_t count[6] = {};
+    for (auto v : full.data)
+      if (v < 6) ++count[v];
+    std::printf("segment: [%zu/%zu] %s: voxels per label 1..5: %lld %lld %lld %lld %lld%s, %.1f s -> %s\n", i + 1, cases.size(),
+                c.name.c_str(), static_cast<long long>(count[1]), static_cast<long long>(count[2]), static_cast<long long>(count[3]),
+                static_cast<long long>(count[4]), static_cast<long long>(count[5]), parts.c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), path.c_str());
+    std::fflush(stdout);
+  }
+  guard.commit();
+  return 0;
+}
+
+// ConResNet (spec conresnet.md §4.4): per case the run's preprocessing (non-zero crop, z-score), the official
+// sliding window (conresnet::sliding_window_probabilities: tiles = the training patch, overlap 1/3, uniform
+// average of the sigmoid, X_res of the whole volume), p > 0.5 per region [ET, WT, TC], the label map WT -> 1,
+// TC -> 2, ET -> 3 (each overwriting the previous), uncropped.
+inline int run_segment_conresnet(const SegmentArgs& a, const RunConfig& rc, const ModelSpec& spec, const mmnet::io::Checkpoint& ck,
+                                 const std::string& config_path) {
+  using tensor = mmnet::Tensor<float, mmnet::cpu>;
+  if (a.tta) throw cli_error("--tta: not for conresnet (its sliding window has no mirroring, spec §4.4)");
+  if (a.png) throw cli_error("--png: not for conresnet");
+  if (a.largest) throw cli_error("--largest-component: only for binary models (" + spec.name() + " is multi-class)");
+  mmnet::ConResNet<float, mmnet::cpu> net(*spec.conresnet);
+  try {
+    net.load_state_dict(ck.model, /*strict=*/true);
+  } catch (const mmnet::error& e) {
+    throw cli_error(a.weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
+  }
+  net.eval();
+  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
+  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
+  for (std::size_t m = 0; m < rc.modalities.size(); ++m)
+    if (ds.modalities[m] != rc.modalities[m])
+      throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
+                      "; the run was trained with " + rc.modalities[m]);
+  const auto& cases = ds.cases(a.split);
+  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
+  OutputGuard guard;
+  guard.make_dir(a.out);
+  std::printf("segment: %s from %s, %zu %s cases of %s, ConResNet sliding window (tiles %s, overlap 1/3, uniform "
+              "average of the sigmoid), regions ET, WT, TC > 0.5 -> labels WT 1, TC 2, ET 3\n",
+              spec.name().c_str(), a.weights.c_str(), cases.size(), a.split.c_str(), a.data.c_str(), shape_str(rc.patch).c_str());
+  std::fflush(stdout);
+  const auto norm = rc.normalize_options();
+  const mmnet::ExpandingArray3 patch(rc.patch[0], rc.patch[1], rc.patch[2]);
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const PreparedCase c = prepare_case(mmnet::data::load_case(ds, cases[i]), norm);
+    const auto& v = c.image;
+    const tensor x = tensor::from_vector(mmnet::Shape{1, v.channels, v.depth, v.height, v.width}, v.data);
+    const auto p = mmnet::conresnet::sliding_window_probabilities(net, x, patch).to_vector();
+    const mmnet::data::LabelMap full = to_original_grid(conresnet_label_map(p, v.depth, v.height, v.width, v.spacing), c);
+    const std::string path = join_path(a.out, c.name + ".nii.gz");
+    guard.add(path);
+    mmnet::data::write_label_map(path, full, c.reference);
+    std::int64_t count[4] = {};
+    for (auto l : full.data)
+      if (l < 4) ++count[l];
+    std::printf("segment: [%zu/%zu] %s: voxels edema %lld, non-enhancing %lld, enhancing %lld, %.1f s -> %s\n", i + 1,
+                cases.size(), c.name.c_str(), static_cast<long long>(count[1]), static_cast<long long>(count[2]),
+                static_cast<long long>(count[3]), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                path.c_str());
+    std::fflush(stdout);
+  }
+  guard.commit();
+  return 0;
+}
+
 inline int run_segment(const SegmentArgs& a) {
   using namespace segment_detail;
   if (a.threads < 0) throw cli_error("--threads: expected >= 0, got " + std::to_string(a.threads));
@@ -242,8 +379,11 @@ inline int run_segment(const SegmentArgs& a) {
   if (!ck.model_name.empty() && ck.model_name != rc.checkpoint_name())
     throw cli_error(a.weights + ": a checkpoint of " + ck.model_name + ", but " + config_path + " describes " +
                     rc.checkpoint_name());
-  if (spec.kind != ModelKind::cscn && a.stage != "cascade") throw cli_error("--stage: only for a cscn run");
+  if (spec.kind != ModelKind::cscn && spec.kind != ModelKind::hmrnet && a.stage != "cascade")
+    throw cli_error("--stage: only for a cscn or hmrnet run");
   if (spec.kind == ModelKind::cscn) return run_segment_cscn(a, rc, spec, ck, config_path);
+  if (spec.kind == ModelKind::hmrnet) return run_segment_hmrnet(a, rc, spec, ck, config_path);
+  if (spec.kind == ModelKind::conresnet) return run_segment_conresnet(a, rc, spec, ck, config_path);
   SegmentModel net(spec, rc, ck, a.weights, present);
 
   const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);

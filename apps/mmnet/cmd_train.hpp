@@ -34,6 +34,11 @@
 #include <mmnet/data/dataset.hpp>
 #include <mmnet/data/loader.hpp>
 #include <mmnet/data/sampler.hpp>
+#include <mmnet/hmrnet.hpp>
+#include <mmnet/layers/label_resample.hpp>
+#include <mmnet/layers/softmax.hpp>
+#include <mmnet/losses/deep_supervision.hpp>
+#include <mmnet/losses/dice_ce.hpp>
 #include <mmnet/inference/postprocess.hpp>
 #include <mmnet/inference/sliding_window.hpp>
 #include <mmnet/metrics/metrics.hpp>
@@ -44,6 +49,8 @@
 #include <mmnet/train/trainer.hpp>
 
 #include "cli_common.hpp"
+#include "conresnet_cli.hpp"
+#include "hmrnet_cli.hpp"
 #include "models.hpp"
 #include "pipeline.hpp"
 
@@ -55,19 +62,22 @@ struct TrainArgs {
   std::string optimizer, loss = "code";  // optimizer "": the model's default (mmfnet adam, maml sgd)
   std::string stage = "all";             // cscn: all, or 1 (stop after BUNet; --resume continues with stage 2)
   int epochs = 8, iterations = 20, batch = 2, threads = 0;
+  int stage1_epochs = 0;                 // hmrnet: epochs of stage 1 (0: --epochs)
   double lr = 0, val_fraction = 0.2, modality_dropout = 0;  // lr 0: the default of the optimizer and model
   unsigned long long seed = 0;
   bool resume = false;
   // Which options were given on the command line (a resumed run keeps config.json's values otherwise).
   CLI::Option *o_model = nullptr, *o_config = nullptr, *o_patch = nullptr, *o_iterations = nullptr, *o_batch = nullptr,
               *o_lr = nullptr, *o_val = nullptr, *o_seed = nullptr, *o_epochs = nullptr, *o_data = nullptr,
-              *o_optimizer = nullptr, *o_loss = nullptr, *o_dropout = nullptr;
+              *o_optimizer = nullptr, *o_loss = nullptr, *o_dropout = nullptr, *o_stage1_epochs = nullptr;
 };
 
 // Default learning rates: MMFNet Adam 3e-3 (the phantom runs; its spec's 1e-3 is for 256 x 256 slabs), nnU-Net's
 // SGD 0.01 (MAML spec §4.1), Adam 3e-4 (MAML's paper preset).
 inline double default_lr(ModelKind k, const std::string& optimizer) {
   if (k == ModelKind::cscn) return 1e-3;  // spec cascaded-fcn §4.3
+  if (k == ModelKind::hmrnet) return optimizer == "sgd" ? 0.01 : 3e-3;  // spec hmrnet §4; Adam for short CPU runs
+  if (k == ModelKind::conresnet) return 1e-3;  // the official 1e-4 is for 40,000 iterations; short CPU runs
   if (optimizer == "sgd") return 0.01;
   return k == ModelKind::mmfnet ? 3e-3 : 3e-4;
 }
@@ -76,7 +86,7 @@ inline CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
   auto* c = app.add_subcommand("train", "Train MMFNet, MAML or CSCN on an MSD-layout data set; writes RUN/{best,last}.h5, log.csv, curves.svg, config.json (cscn: RUN/best.h5 and the stages in RUN/bunet/, RUN/acdnet/)");
   c->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later option wins
   a.o_data = c->add_option("--data", a.data, "Data set directory (dataset.json; the training split is used)");
-  a.o_model = c->add_option("--model", a.model, "Model (mmfnet, maml, cscn)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  a.o_model = c->add_option("--model", a.model, "Model (mmfnet, maml, cscn, hmrnet, conresnet)")->capture_default_str()->check(CLI::IsMember(model_names()));
   a.o_config = c->add_option("--config", a.config, "Preset (mmfnet: small, tiny, paper, ...; maml: small, tiny, brats, liver, ...; cscn: paper, small, tiny)")
                    ->capture_default_str()->check(CLI::IsMember(all_config_names()));
   c->add_option("--out", a.out, "Run directory")->required();
@@ -93,7 +103,9 @@ inline CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
                     ->capture_default_str();
   a.o_val = c->add_option("--val-fraction", a.val_fraction, "Fraction of the training cases held out for validation (the last ones)")->capture_default_str();
   c->add_flag("--resume", a.resume, "Continue RUN/last.h5 with RUN/config.json's settings (--epochs may grow)");
-  c->add_option("--stage", a.stage, "cscn: all (BUNet, then ACDNet), or 1 (BUNet only; --resume then continues with stage 2)")
+  a.o_stage1_epochs = c->add_option("--stage1-epochs", a.stage1_epochs, "hmrnet: epochs of stage 1, the coarse U-Net (0: --epochs; a resumed run may grow it)")
+                          ->capture_default_str();
+  c->add_option("--stage", a.stage, "cscn: all (BUNet, then ACDNet), or 1 (BUNet only; --resume then continues with stage 2); hmrnet: all, or 1 (the coarse U-Net only)")
       ->capture_default_str()->check(CLI::IsMember({"all", "1"}));
   c->add_option("--threads", a.threads, "Threads (0: OpenMP's default)")->capture_default_str();
   a.o_seed = c->add_option("--seed", a.seed, "Seed of the weights and of the batch sequence")->capture_default_str();
@@ -153,11 +165,12 @@ struct TrainContext {
 
 // The loop shared by the models: trainer options, batches from the loader, resume, fit, the closing lines.
 // configure(trainer) tracks generators; epoch_lr(e), when set, gives the learning rate of epoch e (0-based; set
-// before it starts, also after a resume); describe is the model part of the start line.
+// before it starts, also after a resume); step_lr(k), when set, the learning rate of optimizer step k (set before
+// the step; ConResNet's poly schedule); describe is the model part of the start line.
 template <class Net, class LossFn, class Validate, class Configure>
 int fit(TrainContext& cx, Net& net, mmnet::optim::OptimizerBase& opt, LossFn loss_fn, Validate validate_fn,
         double clip, Configure configure, const std::function<double(int)>& epoch_lr, const std::string& describe,
-        const mmnet::data::AugmentOptions& aug) {
+        const mmnet::data::AugmentOptions& aug, const std::function<double(long long)>& step_lr = nullptr) {
   const RunConfig& rc = cx.rc;
   const auto topt = mmnet::train::TrainerOptions()
                         .epochs(rc.epochs)
@@ -191,6 +204,7 @@ int fit(TrainContext& cx, Net& net, mmnet::optim::OptimizerBase& opt, LossFn los
     const index_t want = static_cast<index_t>(epoch) * rc.iterations + it;
     if (b.index != want)
       throw std::logic_error("batch " + std::to_string(b.index) + " arrived for step " + std::to_string(want));
+    if (step_lr) opt.set_lr(step_lr(static_cast<long long>(want)));
     return mmnet::train::Batch<float, mmnet::cpu>{b.images, b.labels};
   };
   typename Trainer::ValidationFn validate;
@@ -538,6 +552,248 @@ inline int train_cscn(TrainContext& cx) {
   return 0;
 }
 
+
+// ---- HMRNet (spec hmrnet.md §4) -------------------------------------------------------------------------------
+
+// Stage 1 (RUN/stage1/): the coarse multi-class U-Net (maml::Branch on [CT, T1c, T2], deep supervision, Dice + CE
+// with nnU-Net's weights) on patches of the whole z-scored volumes, validation: its sliding-window mean Dice over
+// labels 1..5. Stage 2 (RUN/<part>/, in TwoStagePlan::abcs() order): one binary HMRNet per part on the crops of
+// the boxes of the ground truth and of stage 1's prediction of each training case (structure boxes margin 10; the
+// sinus split into its sagittal and transverse parts, margin 5; targets from the ground truth),
+// HMRNet's loss with the paper's θ per structure, clip 12; validation: the part's Dice on the validation cases'
+// ground-truth crops. Each stage is a `fit` with its own last.h5 / best.h5 / log.csv / curves.svg; --resume
+// continues the last stage that has a last.h5 (the ones before it are finished; later ones start fresh); --stage 1
+// stops after stage 1. RUN/best.h5 is the whole system (stage1.* and one prefix per part) of every stage's best.
+inline int train_hmrnet(TrainContext& cx) {
+  namespace hs = mmnet::hmrnet;
+  using tensor = mmnet::Tensor<float, mmnet::cpu>;
+  const RunConfig& rc = cx.rc;
+  const HMRNetPreset& hp = *cx.spec.hmrnet;
+  const hs::TwoStagePlan plan = hmrnet_plan(rc);
+  const std::size_t n_parts = plan.parts.size();
+  std::vector<std::string> dirs{join_path(cx.args.out, "stage1")};
+  for (const auto& p : plan.parts) dirs.push_back(join_path(cx.args.out, p.name));
+  std::error_code ec;
+  int resume_at = -1;  // the last stage with a last.h5: resumed; those before it are done
+  if (cx.args.resume)
+    for (std::size_t i = 0; i < dirs.size(); ++i)
+      if (fs::exists(join_path(dirs[i], "last.h5"), ec)) resume_at = static_cast<int>(i);
+  const bool sgd = rc.optimizer == "sgd";
+  std::printf("train: hmrnet %s, two stages: a %lld-class U-Net, then %zu binary HMRNets on ground-truth and stage-1 crops; "
+              "stage 1 %d epochs, each part %d epochs, x %d iterations, %s lr %s, batch %d%s\n",
+              rc.config.c_str(), static_cast<long long>(hp.unet.classes()), n_parts, rc.stage1_epochs > 0 ? rc.stage1_epochs : rc.epochs,
+              rc.epochs, rc.iterations,
+              sgd ? "SGD-Nesterov (poly)" : "Adam", fmt(rc.lr, 6).c_str(), rc.batch,
+              resume_at >= 0 ? (", resuming stage " + std::string(resume_at == 0 ? "1" : "2 (" + plan.parts[static_cast<std::size_t>(resume_at - 1)].name + ")")).c_str() : "");
+  std::fflush(stdout);
+  auto stage_lr = [&rc, sgd](int epochs) -> std::function<double(int)> {  // SGD: poly over the stage's epochs
+    if (!sgd) return nullptr;
+    const double lr = rc.lr;
+    return [lr, epochs](int e) { return e >= epochs ? 0.0 : lr * std::pow(1.0 - double(e) / epochs, 0.9); };
+  };
+  auto make_opt = [&](auto& net) -> std::unique_ptr<mmnet::optim::OptimizerBase> {
+    if (sgd)
+      return std::make_unique<mmnet::optim::SGD<float, mmnet::cpu>>(net.parameters(), hs::sgd_options().lr(rc.lr));
+    return std::make_unique<mmnet::optim::Adam<float, mmnet::cpu>>(net.parameters(), mmnet::optim::AdamOptions(rc.lr));
+  };
+  // A stage's context: its directory, its resume flag, its checkpoint name, and (stage 2) its patch and cases.
+  auto stage_context = [&](std::size_t i, TrainArgs& args, RunConfig& src, std::vector<PreparedCase>& tr,
+                           std::vector<PreparedCase>& va) {
+    args = cx.args;
+    args.out = dirs[i];
+    args.resume = static_cast<int>(i) == resume_at;
+    src = rc;
+    src.config = rc.config + "." + (i == 0 ? std::string("stage1") : plan.parts[i - 1].name);
+    return TrainContext{args, src, cx.spec, tr, va, cx.guard, join_path(dirs[i], "last.h5")};
+  };
+  const auto flip_w = mmnet::data::AugmentOptions::none().flip_probability({0, 0, 0.5});  // left-right only
+
+  // Stage 1.
+  if (resume_at <= 0) {
+    mmnet::Generator init(rc.seed);
+    mmnet::models::maml::Branch<float, mmnet::cpu> unet(hp.unet, 3, init);
+    const std::size_t P = static_cast<std::size_t>(hp.unet.num_pool());
+    mmnet::losses::DeepSupervision<mmnet::losses::DiceCE<float, mmnet::cpu>> ds(mmnet::losses::nnunet_weights(P));
+    auto loss_fn = [&ds, P](const std::vector<tensor>& z, const tensor& y) {
+      std::vector<tensor> ys{y};
+      for (std::size_t k = 1; k < P; ++k)
+        ys.push_back(mmnet::nn::downsample_labels_strided(y, mmnet::ExpandingArray3(static_cast<index_t>(1) << k)));
+      mmnet::train::LossStep<float, mmnet::cpu, std::vector<tensor>> s;
+      s.loss = static_cast<double>(ds.forward(z, ys));
+      s.grad = ds.backward();
+      return s;
+    };
+    auto opt = make_opt(unet);
+    TrainArgs args;
+    RunConfig src;
+    TrainContext sc = stage_context(0, args, src, cx.train_cases, cx.val_cases);
+    if (rc.stage1_epochs > 0) src.epochs = rc.stage1_epochs;
+    auto validate = [&](mmnet::models::maml::Branch<float, mmnet::cpu>& m) {
+      mmnet::nn::Softmax<float, mmnet::cpu> softmax;
+      return validation_dice([&](const tensor& x) { return softmax.forward(m.forward(x)[0]); }, hp.unet.classes(),
+                             cx.val_cases, src);
+    };
+    std::printf("train: stage 1: U-Net (3 -> %lld classes) in %s, validation: sliding-window mean Dice over labels 1..%lld\n",
+                static_cast<long long>(hp.unet.classes()), dirs[0].c_str(), static_cast<long long>(hp.unet.classes() - 1));
+    std::fflush(stdout);
+    const int r = fit(sc, unet, *opt, loss_fn, validate, hs::clip_norm, [](auto&) {}, stage_lr(src.epochs),
+                      "stage 1, Dice + CE (deep supervision)", flip_w);
+    if (r != 0) return r;
+    if (cx.args.stage == "1") {
+      std::printf("train: stage 1 done; continue with stage 2: mmnet train --out %s --resume\n", cx.args.out.c_str());
+      return 0;
+    }
+  }
+
+  // Stage 2: the parts, on the crops of their boxes from the ground truth and from stage 1's best prediction of
+  // the same case (the paper's box augmentation with stage-1 predictions [P], with the final stage-1 network
+  // only): the fine networks also see the larger boxes that stray stage-1 voxels make at test time.
+  std::vector<mmnet::data::LabelMap> predicted;
+  {
+    mmnet::models::maml::Branch<float, mmnet::cpu> unet(hp.unet, 3);
+    const std::string best1 = join_path(dirs[0], "best.h5");
+    if (!fs::exists(best1, ec)) throw cli_error(best1 + ": missing (stage 1 did not finish; resume it first)");
+    unet.load_state_dict(mmnet::io::read_checkpoint(best1).model, /*strict=*/true);
+    unet.eval();
+    const auto sw = hmrnet_window(rc.patch, 0.5, false);
+    for (const auto& c : cx.train_cases) predicted.push_back(hmrnet_coarse(unet, c.image, sw));
+  }
+  for (std::size_t i = 0; i < n_parts; ++i) {
+    const std::size_t stage = i + 1;
+    if (static_cast<int>(stage) < resume_at) continue;  // finished
+    const hs::TwoStagePart& part = plan.parts[i];
+    const HMRNetPartConfig& pc = rc.parts.at(i);
+    // Crops of `cases` with boxes from `boxes_from` (their labels when null), targets from the ground truth.
+    auto crops_of = [&](const std::vector<PreparedCase>& cases, const std::vector<mmnet::data::LabelMap>* boxes_from) {
+      std::vector<PreparedCase> out;
+      for (std::size_t j = 0; j < cases.size(); ++j) {
+        const auto& c = cases[j];
+        const auto crop = hs::plan_crops(plan, boxes_from ? (*boxes_from)[j] : *c.label)[i];
+        if (crop.box.empty()) continue;  // the structure (or the sinus in the part's region) is absent
+        PreparedCase p;
+        p.name = c.name;
+        p.image = mmnet::data::crop(c.image, crop.box);
+        p.label = hs::part_target(*c.label, crop);
+        out.push_back(std::move(p));
+      }
+      return out;
+    };
+    std::vector<PreparedCase> tr = crops_of(cx.train_cases, nullptr), va = crops_of(cx.val_cases, nullptr);
+    const std::size_t n_gt = tr.size();
+    for (auto& p : crops_of(cx.train_cases, &predicted)) tr.push_back(std::move(p));
+    if (tr.empty()) throw cli_error("part " + part.name + ": no training case holds label " + std::to_string(part.label) + " in its region");
+    mmnet::Generator init(cscn_train::batch_seed(rc.seed, stage + 1, 0));
+    const mmnet::HMRNetOptions o = hp.fine(part.form);
+    mmnet::HMRNet<float, mmnet::cpu> net(o, init);
+    const double theta = mmnet::HMRNetLossOptions::theta_for(part.label, part.region == hs::PartRegion::sinus_transverse);
+    mmnet::HMRNetLoss<float, mmnet::cpu> loss(mmnet::HMRNetLossOptions().theta(theta));
+    auto opt = make_opt(net);
+    TrainArgs args;
+    RunConfig src;
+    TrainContext sc = stage_context(stage, args, src, tr, va);
+    src.patch = pc.patch;
+    src.seed = cscn_train::batch_seed(rc.seed, stage + 1, 1);  // each part its own batch sequence
+    auto validate = [&](mmnet::HMRNet<float, mmnet::cpu>& m) {
+      const auto sw = hmrnet_window(pc.patch, 0.5, false);
+      double s = 0;
+      int n = 0;
+      for (const auto& c : va) {
+        const auto pred = hmrnet_fine(m, c.image, sw);
+        long long inter = 0, a = 0, b = 0;
+        for (std::size_t v = 0; v < pred.data.size(); ++v) {
+          const bool x = pred.data[v] != 0, y = c.label->data[v] != 0;
+          inter += x && y, a += x, b += y;
+        }
+        if (a + b > 0) s += 2.0 * static_cast<double>(inter) / static_cast<double>(a + b), ++n;
+      }
+      return n ? s / n : 0.0;
+    };
+    std::printf("train: stage 2, part %zu/%zu: %s (label %d, HMRNet-%s, theta %s) on %zu training crops (%zu ground-truth "
+                "boxes + %zu stage-1 boxes) + %zu validation crops, patch %s, in %s\n",
+                i + 1, n_parts, part.name.c_str(), part.label, mmnet::models::to_string(part.form), fmt(theta, 1).c_str(),
+                tr.size(), n_gt, tr.size() - n_gt, va.size(), shape_str(pc.patch).c_str(), dirs[stage].c_str());
+    std::fflush(stdout);
+    const int r = fit(sc, net, *opt, mmnet::train::loss_step(loss), validate, hs::clip_norm, [](auto&) {}, stage_lr(src.epochs),
+                      "HMRNet loss (fn-Dice theta " + fmt(theta, 1) + " + CE, deep supervision)", flip_w);
+    if (r != 0) return r;
+  }
+
+  // RUN/best.h5: every stage's best in one state dict.
+  HMRNetSystem<float, mmnet::cpu> sys(hp, plan);
+  sys.stage1.load_state_dict(mmnet::io::read_checkpoint(join_path(dirs[0], "best.h5")).model, /*strict=*/true);
+  for (std::size_t i = 0; i < n_parts; ++i)
+    sys.fine[i]->load_state_dict(mmnet::io::read_checkpoint(join_path(dirs[i + 1], "best.h5")).model, /*strict=*/true);
+  mmnet::io::Checkpoint ck;
+  ck.model = sys.state_dict();
+  const std::string best = join_path(cx.args.out, "best.h5");
+  mmnet::io::write_checkpoint(best, ck, rc.checkpoint_name());
+  cx.guard.commit();
+  std::printf("train: %s (HMRNet two-stage system: stage1.* + %zu parts, %lld parameters), stage1/ and one directory "
+              "per part (last.h5, best.h5, log.csv, curves.svg), config.json in %s\n",
+              best.c_str(), n_parts, static_cast<long long>(sys.num_parameters()), cx.args.out.c_str());
+  return 0;
+}
+
+
+// ---- ConResNet (spec conresnet.md §3, §4) ----------------------------------------------------------------------
+
+// Patches of the non-zero-cropped, z-scored cases (nnU-Net's MRI preprocessing, as MAML); the network gets X and
+// X_res = image_residual(X) of the patch; targets: the overlapping sigmoid regions [ET, WT, TC] of the patch's
+// labels (region_targets with brats_regions_nnunet), Y_res = label_residual(Y); ConResNetLoss (code mode, λ 0.5;
+// the baseline: Dice + BCE); Adam with coupled weight decay 5e-4 and lr_k = lr (1 - k / K)^0.9 per iteration
+// (K = epochs x iterations); flips of all three axes. Validation: conresnet::sliding_window_probabilities on the
+// whole validation cases (tiles = the patch), p > 0.5, mean Dice over the three regions.
+inline int train_conresnet(TrainContext& cx) {
+  namespace cr = mmnet::conresnet;
+  using tensor = mmnet::Tensor<float, mmnet::cpu>;
+  using Net = ConResNetTrainable<float, mmnet::cpu>;
+  const RunConfig& rc = cx.rc;
+  const mmnet::ConResNetOptions& o = *cx.spec.conresnet;
+  mmnet::Generator init(rc.seed);
+  Net net(mmnet::ConResNetOptions(o).dropout_seed(cscn_train::batch_seed(rc.seed, 9, 0)), init);
+  mmnet::ConResNetLoss<float, mmnet::cpu> loss;
+  const auto regions = cr::brats_regions_nnunet();
+  auto loss_fn = [&loss, &regions](const std::vector<tensor>& outs, const tensor& labels) {
+    const tensor y = cr::region_targets(labels, regions);
+    mmnet::train::LossStep<float, mmnet::cpu, std::vector<tensor>> s;
+    s.loss = static_cast<double>(loss.forward(outs, y, cr::label_residual(y)));
+    s.grad = loss.backward();
+    return s;
+  };
+  mmnet::optim::Adam<float, mmnet::cpu> opt(net.parameters(), cr::adam_options().lr(rc.lr));
+  const long long total = static_cast<long long>(rc.epochs) * rc.iterations;
+  const double lr = rc.lr;
+  auto step_lr = [lr, total](long long k) { return cr::poly_lr(lr, static_cast<long>(std::min(k, total)), static_cast<long>(total)); };
+  const auto aug = mmnet::data::AugmentOptions::none().flip_probability({0.5, 0.5, 0.5});
+  const mmnet::ExpandingArray3 patch(rc.patch[0], rc.patch[1], rc.patch[2]);
+  auto validate = [&](Net& m) {
+    double sum = 0;
+    int n = 0;
+    for (const auto& c : cx.val_cases) {
+      const auto& v = c.image;
+      const tensor x = tensor::from_vector(mmnet::Shape{1, v.channels, v.depth, v.height, v.width}, v.data);
+      const auto p = cr::sliding_window_probabilities(m.net, x, patch).to_vector();
+      std::vector<float> lf(c.label->data.begin(), c.label->data.end());
+      const auto t = cr::region_targets(tensor::from_vector(mmnet::Shape{1, 1, v.depth, v.height, v.width}, lf), regions).to_vector();
+      const std::size_t V = lf.size();
+      for (std::size_t k = 0; k < regions.size(); ++k) {
+        double inter = 0, a = 0, b = 0;
+        for (std::size_t i = k * V; i < (k + 1) * V; ++i) {
+          const bool x1 = p[i] > 0.5f, y1 = t[i] > 0.5f;
+          inter += x1 && y1, a += x1, b += y1;
+        }
+        if (b > 0) sum += 2 * inter / (a + b), ++n;  // a region absent from the truth is left out (MONAI ignore_empty)
+      }
+    }
+    return n ? sum / n : 0.0;
+  };
+  auto configure = [&](mmnet::train::Trainer<Net>& t) { t.track_generator("dropout", net.dropout_generator()); };
+  const std::string describe = std::string(o.context_residual() ? "context residual" : "baseline (no context residual)") +
+                               ", ConResNetLoss, Adam lr " + fmt(rc.lr, 6) + " (coupled wd 5e-4) poly per iteration, "
+                               "regions [ET, WT, TC]";
+  return fit(cx, net, opt, loss_fn, validate, 0.0, configure, nullptr, describe, aug, step_lr);
+}
+
 }  // namespace train_detail
 
 inline int run_train(TrainArgs a) {
@@ -550,7 +806,8 @@ inline int run_train(TrainArgs a) {
   // The run's settings: the command line, or config.json when resuming (explicitly given ones must agree).
   RunConfig rc;
   if (a.resume) {
-    if (!fs::exists(last, ec) && !fs::exists(join_path(join_path(a.out, "bunet"), "last.h5"), ec))  // cscn: per stage
+    if (!fs::exists(last, ec) && !fs::exists(join_path(join_path(a.out, "bunet"), "last.h5"), ec) &&  // cscn: per stage
+        !fs::exists(join_path(join_path(a.out, "stage1"), "last.h5"), ec))                            // hmrnet
       throw cli_error(last + ": no checkpoint to resume (train without --resume first)");
     rc = RunConfig::read(config_path);
     auto clash = [&](CLI::Option* o, bool differs, const std::string& stored) {
@@ -572,6 +829,7 @@ inline int run_train(TrainArgs a) {
     if (a.o_data && a.o_data->count() > 0 && fs::weakly_canonical(a.data, ec) != fs::weakly_canonical(rc.data, ec))
       throw cli_error(config_path + ": the run was trained on " + rc.data + ", not " + a.data);
     if (a.o_epochs && a.o_epochs->count() > 0) rc.epochs = a.epochs;
+    if (a.o_stage1_epochs && a.o_stage1_epochs->count() > 0) rc.stage1_epochs = a.stage1_epochs;
   } else {
     if (a.data.empty()) throw cli_error("--data is required");
     if (fs::exists(last, ec) || fs::exists(config_path, ec))
@@ -582,12 +840,25 @@ inline int run_train(TrainArgs a) {
     rc.patch = parse_shape(a.patch, "--patch");
     rc.batch = a.batch;
     rc.epochs = a.epochs;
+    rc.stage1_epochs = a.stage1_epochs;
     rc.iterations = a.iterations;
     rc.optimizer = a.optimizer.empty() ? (kind == ModelKind::maml ? "sgd" : "adam") : a.optimizer;
+    if (kind == ModelKind::hmrnet) {
+      if (model_spec(a.model, a.config).hmrnet->single)
+        throw cli_error("--config " + a.config + ": one fine network (info, forward); train the two-stage system with "
+                        "--config paper, small or tiny");
+      if (!(a.o_patch && a.o_patch->count() > 0)) rc.patch.clear();  // stage 1: the whole volume (set below)
+    }
+    if (kind == ModelKind::conresnet) {
+      if (!(a.o_patch && a.o_patch->count() > 0)) rc.patch = {32, 32, 32};  // CPU phantom runs (official 80 x 160 x 160)
+      if (rc.optimizer != "adam") throw cli_error("--optimizer: conresnet trains with adam (spec §4.1), got " + rc.optimizer);
+    }
     rc.lr = a.lr == 0 ? default_lr(kind, rc.optimizer) : a.lr;
     rc.loss = a.loss;
     rc.modality_dropout = a.modality_dropout;
-    rc.normalization = kind == ModelKind::maml ? "nonzero_zscore" : kind == ModelKind::cscn ? "isotropic_nonzero_zscore" : "body_zscore";
+    rc.normalization = (kind == ModelKind::maml || kind == ModelKind::conresnet) ? "nonzero_zscore"
+                       : kind == ModelKind::cscn ? "isotropic_nonzero_zscore"
+                       : kind == ModelKind::hmrnet ? "zscore" : "body_zscore";
     if (kind == ModelKind::cscn) {  // the block is the preset's (spec §2.1); Adam only (spec §4.3)
       const auto& blk = model_spec(a.model, a.config).cscn->block();
       const std::vector<index_t> block{blk[0], blk[1], blk[2]};
@@ -603,14 +874,17 @@ inline int run_train(TrainArgs a) {
     if (kind != ModelKind::maml && a.modality_dropout != 0) throw cli_error("--modality-dropout: only for --model maml");
   }
   const ModelSpec spec = model_spec(rc.model, rc.config);
-  if (spec.kind != ModelKind::cscn && a.stage != "all") throw cli_error("--stage: only for --model cscn");
+  if (spec.kind != ModelKind::cscn && spec.kind != ModelKind::hmrnet && a.stage != "all")
+    throw cli_error("--stage: only for --model cscn or hmrnet");
   const index_t k = spec.size_multiple();
-  for (int d = 0; d < 3; ++d)
+  for (int d = 0; d < 3 && !rc.patch.empty(); ++d)
     if (rc.patch[d] % k != 0)
       throw cli_error(std::string("--patch: size ") + "DHW"[d] + " must be a multiple of " + std::to_string(k) + " (2^" +
                       std::to_string(spec.levels()) + " levels of " + spec.name() + "), got " + shape_str(rc.patch));
   if (rc.batch < 1) throw cli_error("--batch: expected >= 1, got " + std::to_string(rc.batch));
   if (rc.epochs < 1) throw cli_error("--epochs: expected >= 1, got " + std::to_string(rc.epochs));
+  if (rc.stage1_epochs < 0) throw cli_error("--stage1-epochs: expected >= 0, got " + std::to_string(rc.stage1_epochs));
+  if (rc.stage1_epochs != 0 && spec.kind != ModelKind::hmrnet) throw cli_error("--stage1-epochs: only for --model hmrnet");
   if (rc.iterations < 1) throw cli_error("--iterations: expected >= 1, got " + std::to_string(rc.iterations));
   if (!(rc.lr > 0) || !std::isfinite(rc.lr)) throw cli_error("--lr: expected a finite value > 0, got " + fmt(rc.lr, 6));
   if (!(rc.val_fraction >= 0 && rc.val_fraction < 1))
@@ -622,7 +896,7 @@ inline int run_train(TrainArgs a) {
   const mmnet::data::Dataset ds = mmnet::data::open_dataset(rc.data);
   check_dataset_fits(ds, spec.modalities(), spec.classes(), spec.name());
   if (rc.modalities.empty()) {
-    if (!rc.nonzero()) {
+    if (rc.normalization == "body_zscore") {
       const auto mm = mmnet::data::NormalizeOptions::mmfnet();
       for (index_t c = 0; c < spec.modalities(); ++c) {
         const auto clip = mm.clip_of(c);
@@ -653,6 +927,33 @@ inline int run_train(TrainArgs a) {
     throw cli_error(config_path + ": the data set's training cases differ from those the run was trained on");
   rc.train_cases = tnames;
   rc.val_cases = vnames;
+  if (spec.kind == ModelKind::hmrnet && !a.resume) {
+    // Stage 1's patch: the whole volume (the largest case) rounded up to the U-Net's multiple; the sinus split of
+    // the grid; each fine network's patch from the ground-truth crops of the training cases.
+    const auto& c0 = train_cases.front().image;
+    if (rc.patch.empty()) {
+      rc.patch = {0, 0, 0};
+      for (const auto* cs : {&train_cases, &val_cases})
+        for (const auto& c : *cs) {
+          const index_t e[3] = {c.image.depth, c.image.height, c.image.width};
+          for (int d = 0; d < 3; ++d) rc.patch[d] = std::max(rc.patch[d], (e[d] + k - 1) / k * k);
+        }
+    }
+    rc.sinus_split = default_sinus_split(c0.depth, c0.width);
+    rc.parts.clear();
+    const auto plan = hmrnet_plan(rc);
+    std::vector<std::vector<mmnet::data::Box>> boxes(plan.parts.size());
+    for (const auto& c : train_cases) {
+      const auto crops = mmnet::hmrnet::plan_crops(plan, *c.label);
+      for (std::size_t i = 0; i < crops.size(); ++i)
+        if (!crops[i].box.empty()) boxes[i].push_back(crops[i].box);
+    }
+    for (std::size_t i = 0; i < plan.parts.size(); ++i) {
+      const auto& part = plan.parts[i];
+      rc.parts.push_back({part.name, mmnet::hmrnet::to_string(part.region), part.label, mmnet::models::to_string(part.form),
+                          part_patch(boxes[i], spec.hmrnet->fine(part.form), spec.hmrnet->max_patch)});
+    }
+  }
 
   OutputGuard guard;
   guard.make_dir(a.out);
@@ -661,6 +962,8 @@ inline int run_train(TrainArgs a) {
 
   TrainContext cx{a, rc, spec, train_cases, val_cases, guard, last};
   if (spec.kind == ModelKind::cscn) return train_cscn(cx);
+  if (spec.kind == ModelKind::hmrnet) return train_hmrnet(cx);
+  if (spec.kind == ModelKind::conresnet) return train_conresnet(cx);
   return spec.kind == ModelKind::maml ? train_maml(cx) : train_mmfnet(cx);
 }
 

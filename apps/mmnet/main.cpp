@@ -29,6 +29,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <stdexcept>
@@ -48,6 +49,8 @@
 #include "cmd_phantom.hpp"
 #include "cmd_segment.hpp"
 #include "cmd_train.hpp"
+#include "conresnet_cli.hpp"
+#include "hmrnet_cli.hpp"
 
 namespace {
 
@@ -201,9 +204,154 @@ int run_info_cscn(const std::string& config, const std::string& shape_text) {
   return 0;
 }
 
+// HMRNet (spec hmrnet.md §2): a "-p" / "-s" config is one fine network: the MR branch (in_conv, down1..3, up2..4),
+// the HR branch (fr_in_conv, basic_conv*), the BFC levels 1, 2, 3, 5, 6 and 7, the deep-supervision heads and the
+// output conv, with the MR shape of each row; a system config (paper, small, tiny) lists stage 1 and the parts.
+int run_info_hmrnet(const std::string& config, std::string shape_text) {
+  const ModelSpec spec = model_spec("hmrnet", config);
+  const HMRNetPreset& hp = *spec.hmrnet;
+  if (shape_text.empty()) shape_text = "48x56x48";  // the barriers phantom (every axis a multiple of 8)
+  const std::vector<mmnet::index_t> dhw = parse_shape(shape_text);
+  if (!hp.single) {  // the two-stage system of train / segment
+    const auto plan = mmnet::hmrnet::TwoStagePlan::abcs();
+    HMRNetSystem<float, mmnet::cpu> sys(hp, plan);
+    const mmnet::index_t K = hp.unet.classes();
+    std::vector<Row> rows{{"stage1 (U-Net, 3 -> " + std::to_string(K) + " classes, " + std::to_string(hp.unet.num_pool()) +
+                               " poolings, base " + std::to_string(hp.unet.base_channels()) + ")",
+                           {1, K, dhw[0], dhw[1], dhw[2]}, params_under(sys, "stage1")}};
+    for (const auto& p : plan.parts)
+      rows.push_back({p.name + " (HMRNet-" + mmnet::models::to_string(p.form) + ", label " + std::to_string(p.label) + ", on its crop)",
+                      {1, 2, dhw[0], dhw[1], dhw[2]}, params_under(sys, p.name)});
+    std::printf("HMRNet two-stage system, config %s: stage-1 U-Net, then one binary HMRNet per part (TwoStagePlan::abcs()); "
+                "fine widths c %lld %lld %lld %lld, ch %lld\n",
+                config.c_str(), static_cast<long long>(hp.p.mr_channels(0)), static_cast<long long>(hp.p.mr_channels(1)),
+                static_cast<long long>(hp.p.mr_channels(2)), static_cast<long long>(hp.p.mr_channels(3)),
+                static_cast<long long>(hp.p.hr_channels()));
+    std::printf("input: %s (CT, T1c, T2); shapes: stage 1 on the volume, each part on its crop\n",
+                shape_str({1, 3, dhw[0], dhw[1], dhw[2]}).c_str());
+    print_rows(rows, sys.num_parameters());
+    return 0;
+  }
+  const mmnet::HMRNetOptions& o = hp.fine(*hp.single);
+  const auto m = o.size_multiple();
+  for (int d = 0; d < 3; ++d)
+    if (dhw[d] % m[static_cast<std::size_t>(d)] != 0 || dhw[d] < 2 * m[static_cast<std::size_t>(d)])
+      throw cli_error(std::string("--shape: size ") + "DHW"[d] + " must be a multiple of " + std::to_string(m[static_cast<std::size_t>(d)]) +
+                      " and at least " + std::to_string(2 * m[static_cast<std::size_t>(d)]) + " (HMRNet-" +
+                      mmnet::models::to_string(o.form()) + "), got " + std::to_string(dhw[d]));
+  mmnet::HMRNet<float, mmnet::cpu> net(o);
+  const mmnet::index_t K = o.classes(), ch = o.hr_channels();
+  auto at = [&](mmnet::index_t c, int level) {  // level 0..3; level 3 of -s is (8, 8, 4)
+    std::vector<mmnet::index_t> s{1, c, dhw[0], dhw[1], dhw[2]};
+    if (level == 0) return s;
+    const auto f = level == 3 ? o.level_scale(3) : mmnet::ExpandingArray3(mmnet::index_t(1) << level);
+    for (int d = 0; d < 3; ++d) s[static_cast<std::size_t>(d + 2)] /= f[static_cast<std::size_t>(d)];
+    return s;
+  };
+  auto sum = [&](std::initializer_list<std::string> names) {
+    mmnet::index_t n = 0;
+    for (const auto& x : names) n += params_under(net, x);
+    return n;
+  };
+  auto c = [&](int l) { return o.mr_channels(l); };
+  auto bfc = [&](int l) {
+    const std::string s = std::to_string(l);
+    return sum({"concat" + s, "fr_concat" + s, "sse_up" + s, "sse_down" + s});
+  };
+  std::vector<Row> rows{
+      {"in_conv (MR m0)", at(c(0), 0), sum({"in_conv"})},
+      {"fr_in_conv (HR h0)", at(ch, 0), sum({"fr_in_conv"})},
+      {"basic_conv1 (HR)", at(ch, 0), sum({"basic_conv1"})},
+      {"down1 (max-pool 2 + block)", at(c(1), 1), sum({"down1"})},
+      {"BFC 1 (concat1, fr_concat1, sse_up1, sse_down1)", at(c(1), 1), bfc(1)},
+      {"basic_conv2 (HR)", at(ch, 0), sum({"basic_conv2"})},
+      {"down2 (max-pool 2 + block)", at(c(2), 2), sum({"down2"})},
+      {"BFC 2", at(c(2), 2), bfc(2)},
+      {"basic_conv3 (HR)", at(ch, 0), sum({"basic_conv3"})},
+      {std::string("down3 (max-pool ") + (o.form() == mmnet::HMRNetForm::p ? "2" : "(2,2,1)") + " + block)", at(c(3), 3), sum({"down3"})},
+      {"dpvision_con3 (y3, weight 0)", at(K, 3), sum({"dpvision_con3"})},
+      {"BFC 3", at(c(3), 3), bfc(3)},
+      {"up2 (trilinear up + block)", at(c(2), 2), sum({"up2"})},
+      {"basic_conv5 (HR)", at(ch, 0), sum({"basic_conv5"})},
+      {"dpvision_con5 (y2)", at(K, 2), sum({"dpvision_con5"})},
+      {"BFC 5 (skip m2)", at(c(2), 2), bfc(5)},
+      {"up3 (trilinear up + block)", at(c(1), 1), sum({"up3"})},
+      {"basic_conv6 (HR)", at(ch, 0), sum({"basic_conv6"})},
+      {"dpvision_con6 (y1)", at(K, 1), sum({"dpvision_con6"})},
+      {"BFC 6 (skip m1)", at(c(1), 1), bfc(6)},
+      {"up4 (trilinear up + block)", at(c(0), 0), sum({"up4"})},
+      {"basic_conv7 (HR)", at(ch, 0), sum({"basic_conv7"})},
+      {"BFC 7 (concat7, fr_concat7, sse7, fr_sse7)", at(c(0), 0), sum({"concat7", "fr_concat7", "sse7", "fr_sse7"})},
+      {"final_concat", at(c(0), 0), sum({"final_concat"})},
+      {"out_conv (y0 logits; softmax outside)", at(K, 0), sum({"out_conv"})},
+  };
+  std::printf("HMRNet-%s, config %s: in %lld (CT, T1c, T2), classes %lld, MR c %lld %lld %lld %lld, HR ch %lld, %s\n",
+              mmnet::models::to_string(o.form()), config.c_str(), static_cast<long long>(o.in_channels()), static_cast<long long>(K),
+              static_cast<long long>(c(0)), static_cast<long long>(c(1)), static_cast<long long>(c(2)), static_cast<long long>(c(3)),
+              static_cast<long long>(ch),
+              o.form() == mmnet::HMRNetForm::p ? "3D convs" : "2.5D separable convs (3,3,1)+(1,1,3), slice axis W");
+  std::printf("input: %s\n", shape_str({1, o.in_channels(), dhw[0], dhw[1], dhw[2]}).c_str());
+  print_rows(rows, net.num_parameters());
+  return 0;
+}
+
+// ConResNet (spec conresnet.md §2): the encoder (conv_4_32, layer0..4, the three strided pre-activation convs),
+// fusionConv, the three decoder stages (ConResAtt: seg path and, with the context residual, the residual path),
+// the heads. Shapes of a batch-1 input; the residual heads' outputs are up-sampled to full size in forward().
+int run_info_conresnet(const std::string& config, std::string shape_text) {
+  const ModelSpec spec = model_spec("conresnet", config);
+  const mmnet::ConResNetOptions& o = *spec.conresnet;
+  if (shape_text.empty()) shape_text = config.rfind("tiny", 0) == 0 ? "16x24x32" : config.rfind("brats", 0) == 0 ? "80x160x160" : "32x32x32";
+  const std::vector<mmnet::index_t> dhw = parse_shape(shape_text);
+  for (int d = 0; d < 3; ++d)
+    if (dhw[d] % 8 != 0)
+      throw cli_error(std::string("--shape: size ") + "DHW"[d] + " must be a multiple of 8 (3 strided convolutions), got " +
+                      std::to_string(dhw[d]));
+  mmnet::ConResNet<float, mmnet::cpu> net(o);
+  const mmnet::index_t w = o.width(), K = o.num_classes();
+  auto at = [&](mmnet::index_t c, int level) {
+    const mmnet::index_t f = mmnet::index_t(1) << level;
+    return std::vector<mmnet::index_t>{1, c, dhw[0] / f, dhw[1] / f, dhw[2] / f};
+  };
+  auto p = [&](const std::string& n) { return params_under(net, n); };
+  std::vector<Row> rows{
+      {"conv_4_32.0 (WS conv C_in -> w)", at(w, 0), p("conv_4_32.0")},
+      {"layer0", at(w, 0), p("layer0")},
+      {"conv_32_64 (stride 2)", at(2 * w, 1), p("conv_32_64")},
+      {"layer1", at(2 * w, 1), p("layer1")},
+      {"conv_64_128 (stride 2)", at(4 * w, 2), p("conv_64_128")},
+      {"layer2", at(4 * w, 2), p("layer2")},
+      {"conv_128_256 (stride 2)", at(8 * w, 3), p("conv_128_256")},
+      {"layer3", at(8 * w, 3), p("layer3")},
+      {"layer4 (dilation " + std::to_string(o.dilation()) + ")", at(8 * w, 3), p("layer4")},
+      {"fusionConv (Dropout3d " + fmt(o.dropout(), 2) + ")", at(4 * w, 3), p("fusionConv")},
+      {"seg_x4.0 (ConResAtt, up x2)", at(2 * w, 2), p("seg_x4.0")},
+      {"seg_x2.0 (ConResAtt, up x2)", at(w, 1), p("seg_x2.0")},
+      {"seg_x1.0 (ConResAtt, up x2)", at(w, 0), p("seg_x1.0")},
+      {"seg_cls.0 (O_seg logits; sigmoid outside)", at(K, 0), p("seg_cls.0")},
+  };
+  if (o.context_residual()) {
+    rows.push_back({"res_cls.0 (O_res)", at(K, 0), p("res_cls.0")});
+    rows.push_back({"resx2_cls.0 (on 1/2, trilinear up)", at(K, 0), p("resx2_cls.0")});
+    rows.push_back({"resx4_cls.0 (on 1/4, trilinear up)", at(K, 0), p("resx4_cls.0")});
+  }
+  std::printf("ConResNet, config %s: C_in %lld, K %lld (sigmoid regions ET, WT, TC), w %lld, G %lld, blocks %lld %lld %lld %lld %lld, "
+              "%s\n",
+              config.c_str(), static_cast<long long>(o.in_channels()), static_cast<long long>(K), static_cast<long long>(w),
+              static_cast<long long>(o.groups()), static_cast<long long>(o.blocks()[0]), static_cast<long long>(o.blocks()[1]),
+              static_cast<long long>(o.blocks()[2]), static_cast<long long>(o.blocks()[3]), static_cast<long long>(o.blocks()[4]),
+              o.context_residual() ? "context residual (inputs X and X_res, outputs seg, res, resx2, resx4)"
+                                   : "baseline: no context residual path (output seg)");
+  std::printf("input: %s (X; X_res the same shape)\n", shape_str({1, o.in_channels(), dhw[0], dhw[1], dhw[2]}).c_str());
+  print_rows(rows, net.num_parameters());
+  return 0;
+}
+
 int run_info(const std::string& model, const std::string& config, std::string shape_text) {
   const ModelKind kind = model_kind(model);
   if (kind == ModelKind::cscn) return run_info_cscn(config, shape_text);
+  if (kind == ModelKind::hmrnet) return run_info_hmrnet(config, shape_text);
+  if (kind == ModelKind::conresnet) return run_info_conresnet(config, shape_text);
   if (shape_text.empty())  // the papers' patches: MMFNet 16 x 256 x 256 slabs, MAML (nnU-Net) 128^3; §8 tiny inputs
     shape_text = kind == ModelKind::mmfnet ? "16x256x256" : config == "tiny" ? "16x24x32" : "128x128x128";
   const std::vector<mmnet::index_t> dhw = parse_shape(shape_text);
@@ -266,7 +414,22 @@ mmnet::HostArray infer(const ForwardArgs& a, const ModelSpec& spec, const mmnet:
   std::vector<float> v(x.data.begin(), x.data.end());
   const auto input = mmnet::Tensor<float, Backend>::from_vector(mmnet::Shape(x.shape), v);
   mmnet::Tensor<float, Backend> prob;
-  if (spec.kind == ModelKind::cscn) {  // each volume separately through the cascade: P_final N x 1 x Z x Y x X
+  if (spec.kind == ModelKind::conresnet) {  // sigmoid(O_seg), N x 3 x D x H x W, X_res from the input
+    mmnet::ConResNet<float, Backend> net(*spec.conresnet, g);
+    if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
+    net.eval();
+    auto z = net.predict(input, mmnet::conresnet::image_residual(input)).to_vector();
+    for (auto& v : z) v = 1.0f / (1.0f + std::exp(-v));
+    prob = mmnet::Tensor<float, Backend>::from_vector(mmnet::Shape{x.shape[0], spec.conresnet->num_classes(), x.shape[2], x.shape[3], x.shape[4]}, z);
+  } else if (spec.kind == ModelKind::hmrnet) {  // one fine network: softmax(y0), N x 2 x D x H x W
+    if (!spec.hmrnet->single)
+      throw cli_error("--config " + a.config + ": the two-stage system (use mmnet segment); forward runs one fine network: "
+                      "--config paper-p, paper-s, small-p, small-s, tiny-p or tiny-s");
+    mmnet::HMRNet<float, Backend> net(spec.hmrnet->fine(*spec.hmrnet->single), g);
+    if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
+    net.eval();
+    prob = net.predict(input);
+  } else if (spec.kind == ModelKind::cscn) {  // each volume separately through the cascade: P_final N x 1 x Z x Y x X
     mmnet::CSCN<float, Backend> net(*spec.cscn, g);
     if (!a.weights.empty()) mmnet::load(net, a.weights, /*strict=*/true);
     net.eval();
@@ -357,13 +520,13 @@ int main(int argc, char** argv) {
 
   std::string info_model = "mmfnet", info_config = "paper", info_shape;
   auto* info = app.add_subcommand("info", "Per-block output shapes and parameter counts");
-  info->add_option("--model", info_model, "Model (mmfnet, maml, cscn)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  info->add_option("--model", info_model, "Model (mmfnet, maml, cscn, hmrnet, conresnet)")->capture_default_str()->check(CLI::IsMember(model_names()));
   info->add_option("--config", info_config, "Preset")->capture_default_str()->check(CLI::IsMember(all_config_names()));
   info->add_option("--shape", info_shape, "Input size DxHxW (batch 1; default the paper's patch: mmfnet 16x256x256, maml 128x128x128, maml tiny 16x24x32; cscn the preset's block, 8x24x24 or tiny 4x8x12)");
 
   ForwardArgs fa;
   auto* fwd = app.add_subcommand("forward", "Eval-mode inference: dataset 'input' of --input -> dataset 'output' of --output");
-  fwd->add_option("--model", fa.model, "Model (mmfnet, maml, cscn: input N x 1 x Z x Y x X volumes, output P_final N x 1 x Z x Y x X)")->capture_default_str()->check(CLI::IsMember(model_names()));
+  fwd->add_option("--model", fa.model, "Model (mmfnet, maml, cscn: input N x 1 x Z x Y x X volumes, output P_final N x 1 x Z x Y x X; hmrnet -p/-s configs: one fine network, softmax(y0) N x 2 x D x H x W; conresnet: sigmoid(O_seg) N x 3 x D x H x W, regions ET, WT, TC)")->capture_default_str()->check(CLI::IsMember(model_names()));
   fwd->add_option("--config", fa.config, "Preset")->capture_default_str()->check(CLI::IsMember(all_config_names()));
   fwd->add_option("--modalities", fa.modalities, "maml: the available modalities (indices, or T1,T1ce,T2,FLAIR for 4)");
   fwd->add_option("--weights", fa.weights, "State dict (.h5, mmnet::save or tools/torch2h5.py); default: seeded initialisation");

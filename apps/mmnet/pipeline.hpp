@@ -1,7 +1,8 @@
 // apps/mmnet/pipeline.hpp: what `mmnet train` and `mmnet segment` share: the run configuration (RUN/config.json),
 // the preprocessing of a case (MMFNet: body box of T1 by Otsu on the raw image, per-modality body z-score with
 // MMFNet's clips, crop to the box; MAML: nnU-Net's crop to the non-zero box and z-score inside the non-zero
-// mask; CSCN: the same after resampling to 1 mm isotropic, trilinear image and nearest label), output-path hygiene
+// mask; CSCN: the same after resampling to 1 mm isotropic, trilinear image and nearest label; HMRNet: z-score per
+// image and channel over the whole volume, no crop), output-path hygiene
 // (no partial outputs on failure) and small file helpers.
 #pragma once
 #include <nlohmann/json.hpp>
@@ -34,6 +35,14 @@ namespace fs = std::filesystem;
 
 // ---- RUN/config.json -----------------------------------------------------------------------------------------
 
+// HMRNet: one fine network of the two-stage system as config.json records it (segment needs the window).
+struct HMRNetPartConfig {
+  std::string name, region;    // part name (TwoStagePlan::abcs()), region whole / sinus_sagittal / sinus_transverse
+  int label = 1;
+  std::string form = "p";      // p or s
+  std::vector<index_t> patch;  // D, H, W: the training patch = the sliding window over a crop
+};
+
 // Everything segment needs to rebuild the model and repeat the preprocessing, plus the training settings (so
 // that --resume continues with them).
 struct RunConfig {
@@ -42,7 +51,8 @@ struct RunConfig {
   std::vector<std::string> labels;                     // dataset.json's label names by value 0..K-1
   std::vector<index_t> patch{16, 48, 48};              // D, H, W: training patch = sliding-window roi
   // body_zscore (MMFNet), nonzero_zscore (nnU-Net, MAML) or isotropic_nonzero_zscore (CSCN: resample to `spacing`
-  // first, trilinear image / nearest label, when a case's spacing differs; then as nonzero_zscore)
+  // first, trilinear image / nearest label, when a case's spacing differs; then as nonzero_zscore) or zscore
+  // (HMRNet: every channel z-scored over the whole volume, no crop)
   std::string normalization = "body_zscore";
   std::array<double, 3> spacing{1.0, 1.0, 1.0};        // isotropic_nonzero_zscore: the target grid (mm, D H W)
   std::vector<std::array<double, 2>> clips;            // per modality, after the body z-score (body_zscore only)
@@ -50,10 +60,16 @@ struct RunConfig {
   std::string loss = "code";                           // MAML: the code or the paper loss weights (spec §3.3)
   double modality_dropout = 0;                         // MAML: probability of dropping modalities per step
   int batch = 2, epochs = 0, iterations = 0;
+  int stage1_epochs = 0;                               // HMRNet: epochs of stage 1 (0: epochs)
   double lr = 1e-3, val_fraction = 0.2;
   std::uint64_t seed = 0;
   std::string data;
   std::vector<std::string> train_cases, val_cases;
+  // HMRNet: the sinus split (half width of the sagittal slab along W, end of the transverse region along D, the
+  // parts' margin), the structure-box margin, and the fine networks.
+  std::array<index_t, 3> sinus_split{6, 22, 5};
+  index_t box_margin = 10;
+  std::vector<HMRNetPartConfig> parts;
 
   std::string checkpoint_name() const { return model + "-" + config; }
 
@@ -66,6 +82,7 @@ struct RunConfig {
   }
   mmnet::data::NormalizeOptions normalize_options() const {
     if (nonzero()) return mmnet::data::NormalizeOptions::nnunet_mri();
+    if (normalization == "zscore") return mmnet::data::NormalizeOptions(mmnet::data::NormalizeMode::zscore);
     mmnet::data::NormalizeOptions o(mmnet::data::NormalizeMode::body_zscore);
     for (std::size_t c = 0; c < clips.size(); ++c) o.clip(static_cast<index_t>(c), clips[c][0], clips[c][1]);
     return o;
@@ -74,7 +91,7 @@ struct RunConfig {
   // (MMFNet), 0 (nnU-Net: the value outside the non-zero mask).
   std::vector<float> pad_values() const {
     std::vector<float> v;
-    if (nonzero()) return std::vector<float>(modalities.size(), 0.0f);
+    if (nonzero() || normalization == "zscore") return std::vector<float>(modalities.size(), 0.0f);
     for (auto& c : clips) v.push_back(static_cast<float>(c[0]));
     return v;
   }
@@ -94,6 +111,11 @@ struct RunConfig {
                             {"mask", "voxels where any modality is non-zero; outside set to 0"},
                             {"clips", clips},
                             {"crop", "bounding box of the non-zero mask, then crop"}};
+    else if (normalization == "zscore")
+      j["normalization"] = {{"mode", "zscore"},
+                            {"scope", "per image and channel, mean / std of all voxels (HMRNet spec §4 [R])"},
+                            {"clips", clips},
+                            {"crop", "none (the sinus split and the boxes refer to the whole volume)"}};
     else if (nonzero())
       j["normalization"] = {{"mode", "nonzero_zscore"},
                             {"mask", "voxels where any modality is non-zero; outside set to 0"},
@@ -118,6 +140,16 @@ struct RunConfig {
     j["data"] = data;
     j["train_cases"] = train_cases;
     j["val_cases"] = val_cases;
+    if (model == "hmrnet") {
+      nlohmann::ordered_json h;
+      h["stage1_epochs"] = stage1_epochs;
+      h["box_margin"] = box_margin;
+      h["sinus_split"] = {{"half_width", sinus_split[0]}, {"transverse_end", sinus_split[1]}, {"margin", sinus_split[2]}};
+      h["parts"] = nlohmann::ordered_json::array();
+      for (const auto& p : parts)
+        h["parts"].push_back({{"name", p.name}, {"label", p.label}, {"form", p.form}, {"region", p.region}, {"patch", p.patch}});
+      j["hmrnet"] = h;
+    }
     return j;
   }
 
@@ -148,6 +180,16 @@ struct RunConfig {
       r.data = j.at("data").get<std::string>();
       r.train_cases = j.at("train_cases").get<std::vector<std::string>>();
       r.val_cases = j.at("val_cases").get<std::vector<std::string>>();
+      if (j.contains("hmrnet")) {
+        const auto& h = j.at("hmrnet");
+        r.stage1_epochs = h.value("stage1_epochs", 0);
+        r.box_margin = h.at("box_margin").get<index_t>();
+        const auto& ss = h.at("sinus_split");
+        r.sinus_split = {ss.at("half_width").get<index_t>(), ss.at("transverse_end").get<index_t>(), ss.at("margin").get<index_t>()};
+        for (const auto& p : h.at("parts"))
+          r.parts.push_back({p.at("name").get<std::string>(), p.at("region").get<std::string>(), p.at("label").get<int>(),
+                             p.at("form").get<std::string>(), p.at("patch").get<std::vector<index_t>>()});
+      }
     } catch (const nlohmann::json::exception& e) {
       throw cli_error(path + ": not a valid mmnet run configuration (" + e.what() + ")");
     }
@@ -155,14 +197,14 @@ struct RunConfig {
     for (auto p : r.patch)
       if (p < 1) throw cli_error(path + ": 'patch' sizes must be >= 1");
     if (r.normalization != "body_zscore" && r.normalization != "nonzero_zscore" &&
-        r.normalization != "isotropic_nonzero_zscore")
+        r.normalization != "isotropic_nonzero_zscore" && r.normalization != "zscore")
       throw cli_error(path + ": unknown normalization mode '" + r.normalization + "'");
     for (double v : r.spacing)
       if (!(v > 0) || !std::isfinite(v)) throw cli_error(path + ": normalization 'spacing' must be > 0");
     if (r.optimizer != "adam" && r.optimizer != "sgd") throw cli_error(path + ": unknown optimizer '" + r.optimizer + "'");
     if (r.loss != "code" && r.loss != "paper") throw cli_error(path + ": unknown loss '" + r.loss + "'");
     if (r.labels.size() < 2) throw cli_error(path + ": 'labels' must name at least 2 labels");
-    if (!r.nonzero() && r.clips.size() != r.modalities.size())
+    if (r.normalization == "body_zscore" && r.clips.size() != r.modalities.size())
       throw cli_error(path + ": " + std::to_string(r.clips.size()) + " clip ranges for " +
                       std::to_string(r.modalities.size()) + " modalities");
     return r;
@@ -256,7 +298,7 @@ inline std::vector<std::string> label_names(const mmnet::data::Dataset& ds) {
 // The run's preprocessing. body_zscore (MMFNet, spec §4): body box from the Otsu mask of channel 0 on the raw
 // image (the whole volume when that is empty), per-modality body z-score with the clips, then the crop.
 // nonzero_zscore (nnU-Net, MAML spec §4.2): the bounding box of the voxels where any modality is non-zero,
-// z-score inside that mask (0 outside), then the crop. isotropic_nonzero_zscore (CSCN spec §4.1): resample_to set,
+// z-score inside that mask (0 outside), then the crop. zscore without the mask (HMRNet): the whole volume, no crop. isotropic_nonzero_zscore (CSCN spec §4.1): resample_to set,
 // the image (trilinear) and label (nearest) are first resampled to it when their spacing differs.
 inline PreparedCase prepare_case(mmnet::data::LoadedCase lc, const mmnet::data::NormalizeOptions& norm,
                                  bool keep_full = false,
@@ -276,7 +318,10 @@ inline PreparedCase prepare_case(mmnet::data::LoadedCase lc, const mmnet::data::
   p.grid_depth = lc.image.depth;
   p.grid_height = lc.image.height;
   p.grid_width = lc.image.width;
-  p.box = norm.use_nonzero_mask() ? mmnet::data::nonzero_box(lc.image) : mmnet::data::body_box(lc.image, 0);
+  if (norm.mode() == mmnet::data::NormalizeMode::zscore && !norm.use_nonzero_mask())
+    p.box = mmnet::data::Box::full(p.grid_depth, p.grid_height, p.grid_width);
+  else
+    p.box = norm.use_nonzero_mask() ? mmnet::data::nonzero_box(lc.image) : mmnet::data::body_box(lc.image, 0);
   if (p.box.empty()) p.box = mmnet::data::Box::full(p.grid_depth, p.grid_height, p.grid_width);
   mmnet::data::normalize(lc.image, norm, lc.name);
   p.image = mmnet::data::crop(lc.image, p.box);

@@ -4,7 +4,8 @@
     cli_test.py <path to bin/mmnet> <work dir> weights <path to examples/mmfnet_train_tiny>
 
 Cases: info, forward, errors, bench, pipeline, pipeline_errors, phantom_brats, evaluate_regions, maml_info, maml_forward,
-maml_pipeline, phantom_npc, phantom_barriers, cscn_info, cscn_forward, cscn_pipeline (default: all); weights (loads the file the example
+maml_pipeline, phantom_npc, phantom_barriers, cscn_info, cscn_forward, cscn_pipeline, hmrnet_info, hmrnet_forward,
+hmrnet_pipeline, conresnet_info, conresnet_forward, conresnet_pipeline (default: all); weights (loads the file the example
 saves). pipeline: phantom -> train -> resume -> segment -> evaluate on tiny phantoms with the tiny config;
 pipeline_errors: bad data sets, checkpoints and predictions exit 2 with one line and leave no output behind.
 Each failure is printed; the exit status is the number of failures.
@@ -219,6 +220,7 @@ import gzip
 import json
 import re
 import shutil
+import signal
 import struct
 
 
@@ -1028,12 +1030,314 @@ def case_cscn_pipeline():
     expect_error(["segment", "--weights", os.path.join(run_a, "best.h5"), "--data", mm, "--out", os.path.join(WORK, "p_bad")],
                  "segment cscn on a 3-modality data set", "3 modalities", absent=[os.path.join(WORK, "p_bad")])
 
+# ---- HMRNet (issue [H]) ----------------------------------------------------------------------------------------
+
+HMR_PARTS = ["cerebellum", "falx", "sinus_sagittal", "sinus_transverse", "tentorium", "ventricles"]
+
+
+def case_hmrnet_info():
+    for config, params in (("paper-p", 3124092), ("paper-s", 2377932), ("tiny-p", 196866), ("tiny-s", 151806)):
+        rc, out, err = run("info", "--model", "hmrnet", "--config", config)
+        lines = out.strip().splitlines()
+        check(rc == 0 and lines and lines[-1] == f"params: {params}",
+              f"info hmrnet {config}: last line 'params: {params}' (spec §2.5 / §8) ({err.strip()})")
+    rc, out, err = run("info", "--model", "hmrnet", "--config", "tiny-s", "--shape", "16x24x32")
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"^(.+?)\s{2,}(1 x [0-9 x]+?)\s+([0-9]+)$", line)
+        if m:
+            rows[m.group(1).strip()] = (m.group(2), int(m.group(3)))
+    want = {"in_conv (MR m0)": "1 x 4 x 16 x 24 x 32", "fr_in_conv (HR h0)": "1 x 2 x 16 x 24 x 32",
+            "down1 (max-pool 2 + block)": "1 x 8 x 8 x 12 x 16", "down3 (max-pool (2,2,1) + block)": "1 x 32 x 2 x 3 x 8",
+            "dpvision_con5 (y2)": "1 x 2 x 4 x 6 x 8", "out_conv (y0 logits; softmax outside)": "1 x 2 x 16 x 24 x 32"}
+    bad = {k: rows.get(k, ("", 0))[0] for k, v in want.items() if rows.get(k, ("", 0))[0] != v}
+    check(rc == 0 and len(rows) == 25 and not bad and sum(p for _, p in rows.values()) == 151806,
+          f"info hmrnet tiny-s 16x24x32: 25 block rows, -s shapes (third pooling (2,2,1)), counts sum to 151,806 ({bad}, {len(rows)})")
+    rc, out, err = run("info", "--model", "hmrnet", "--config", "small")
+    lines = out.strip().splitlines()
+    names = [l.split()[0] for l in lines if l.split() and l.split()[0] in ["stage1"] + HMR_PARTS]
+    check(rc == 0 and names == ["stage1"] + HMR_PARTS and lines[-1].startswith("params: ") and
+          "falx (HMRNet-s" in out and "cerebellum (HMRNet-p" in out,
+          f"info hmrnet small: the system, stage 1 and the six parts with the paper's forms ({names})")
+    rc, out, err = run("info", "--model", "hmrnet", "--config", "tiny-p", "--shape", "16x24x20")
+    check(rc == 2 and "multiple of 8" in err, f"info hmrnet -p: a size that is not a multiple of 8 exits 2 ({err.strip()})")
+
+
+def case_hmrnet_forward():
+    x = tiny_input((2, 3, 16, 24, 16), seed=4)
+    inp = write_h5("hmr_in.h5", {"input": x})
+    for config in ("tiny-p", "tiny-s"):
+        out = os.path.join(WORK, f"hmr_{config}.h5")
+        rc, so, se = run("forward", "--model", "hmrnet", "--config", config, "--input", inp, "--output", out, "--seed", "1")
+        check(rc == 0, f"forward hmrnet {config}: exit 0 ({se.strip()})")
+        if rc != 0:
+            continue
+        with h5py.File(out, "r") as f:
+            y = f["output"][()]
+        check(y.shape == (2, 2, 16, 24, 16) and np.allclose(y.sum(axis=1), 1, atol=1e-5) and y.std() > 0,
+              f"forward hmrnet {config}: softmax(y0) N x 2 x D x H x W ({y.shape})")
+    msg = one_line_error(["forward", "--model", "hmrnet", "--config", "tiny-p", "--output", os.path.join(WORK, "x.h5"),
+                          "--input", write_h5("hmr_1ch.h5", {"input": tiny_input((1, 1, 16, 16, 16))})],
+                         "forward hmrnet: 1 channel")
+    check("1 channels" in msg and "3 modalities" in msg, f"forward hmrnet: names expected and actual channels ({msg})")
+    one_line_error(["forward", "--model", "hmrnet", "--config", "tiny-p", "--output", os.path.join(WORK, "x.h5"),
+                    "--input", write_h5("hmr_odd.h5", {"input": tiny_input((1, 3, 16, 20, 16))})],
+                   "forward hmrnet -p: H = 20 is not a multiple of 8")
+    msg = one_line_error(["forward", "--model", "hmrnet", "--config", "tiny", "--input", inp, "--output",
+                          os.path.join(WORK, "x.h5")], "forward hmrnet with the system config")
+    check("tiny-p" in msg and "segment" in msg, f"forward hmrnet tiny: points to the -p / -s configs and segment ({msg})")
+
+
+def case_hmrnet_pipeline():
+    data = os.path.join(WORK, "barriers")
+    shutil.rmtree(data, ignore_errors=True)
+    rc, out, err = run("phantom", "--task", "barriers", "--out", data, "--cases", "3", "--test-cases", "1", "--seed", "3",
+                       "--shape", "32x40x32")
+    check(rc == 0, f"phantom barriers 32 x 40 x 32: exit 0 ({err.strip()})")
+
+    def hmr_args(out, *extra):
+        return ["train", "--data", data, "--model", "hmrnet", "--config", "tiny", "--out", out, "--batch", "1",
+                "--iterations", "2", "--seed", "5", "--progress", "lines", *extra]
+    run_a, run_b = os.path.join(WORK, "run_a"), os.path.join(WORK, "run_b")
+    for r in (run_a, run_b):
+        shutil.rmtree(r, ignore_errors=True)
+    rc, out, err = run(*hmr_args(run_a, "--epochs", "2"))
+    check(rc == 0 and "stage 1: U-Net" in out and all(f"part {i + 1}/6: {p}" in out for i, p in enumerate(HMR_PARTS)),
+          f"train hmrnet tiny: exit 0, stage 1 and the six parts ({out[-400:]!r} {err.strip()[-300:]})")
+    with open(os.path.join(run_a, "config.json")) as f:
+        cfg = json.load(f)
+    parts = cfg.get("hmrnet", {}).get("parts", [])
+    check(cfg["model"] == "hmrnet" and cfg["normalization"]["mode"] == "zscore" and cfg["patch"] == [32, 40, 32] and
+          cfg["modalities"] == ["CT", "T1c", "T2"] and len(cfg["labels"]) == 6 and cfg["lr"] == 0.003 and
+          [p["name"] for p in parts] == HMR_PARTS and [p["form"] for p in parts] == ["p", "s", "s", "s", "p", "p"] and
+          all(len(p["patch"]) == 3 and p["patch"][0] % 8 == 0 and p["patch"][1] % 8 == 0 and
+              p["patch"][2] % (8 if p["form"] == "p" else 4) == 0 for p in parts) and
+          cfg["hmrnet"]["box_margin"] == 10 and cfg["hmrnet"]["sinus_split"]["margin"] == 5 and
+          cfg["normalization"]["clips"] == [],
+          f"train hmrnet: config.json: whole-volume z-score, stage-1 patch = the volume, parts with forms and patches ({cfg})")
+    for stage in ["stage1"] + HMR_PARTS:
+        files = [f for f in ("last.h5", "best.h5", "log.csv", "curves.svg") if os.path.exists(os.path.join(run_a, stage, f))]
+        check(len(files) == 4, f"train hmrnet: RUN/{stage}/ holds last.h5, best.h5, log.csv, curves.svg ({files})")
+    wa = model_weights(os.path.join(run_a, "best.h5"))
+    with h5py.File(os.path.join(run_a, "best.h5"), "r") as f:
+        name = f.attrs.get("model_name")
+    check(any(k.startswith("stage1/") or k.startswith("stage1.") for k in wa) and
+          all(any(k.startswith(p + "/") or k.startswith(p + ".") for k in wa) for p in HMR_PARTS) and
+          str(name.decode() if isinstance(name, bytes) else name) == "hmrnet-tiny",
+          f"train hmrnet: RUN/best.h5 is the whole system (stage1.* and one prefix per part, hmrnet-tiny) ({name})")
+    best_falx = model_weights(os.path.join(run_a, "falx", "best.h5"))
+    check(all(np.array_equal(v, wa.get("falx." + k, wa.get("falx/" + k))) for k, v in best_falx.items()),
+          "train hmrnet: RUN/best.h5's falx.* are the falx stage's best")
+    # Resume: stage 1 in two runs (--stage 1), then --resume runs the parts: the same losses and weights.
+    rc1, _, e1 = run(*hmr_args(run_b, "--epochs", "1", "--stage", "1"))
+    check(rc1 == 0 and os.path.exists(os.path.join(run_b, "stage1", "last.h5")) and
+          not os.path.exists(os.path.join(run_b, "falx")) and not os.path.exists(os.path.join(run_b, "best.h5")),
+          f"train hmrnet --stage 1: stops after the U-Net ({e1.strip()[-200:]})")
+    rc2, _, e2 = run("train", "--out", run_b, "--resume", "--epochs", "2", "--stage", "1", "--progress", "lines")
+    rc3, o3, e3 = run("train", "--out", run_b, "--resume", "--progress", "lines")
+    check(rc2 == 0 and rc3 == 0 and "resuming stage 1" in o3 and "part 6/6: ventricles" in o3,
+          f"train hmrnet --resume: stage 1 complete -> the parts ({e2.strip()[-200:]} {e3.strip()[-200:]})")
+    for stage in ["stage1"] + HMR_PARTS:
+        la, lb = read_log(os.path.join(run_a, stage)), read_log(os.path.join(run_b, stage))
+        check([r[:5] for r in la] == [r[:5] for r in lb] and len(la) == 3,
+              f"train hmrnet --resume: {stage}/log.csv equals the uninterrupted run's ({la} vs {lb})")
+    wb = model_weights(os.path.join(run_b, "best.h5"))
+    check(wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa),
+          "train hmrnet --resume: RUN/best.h5 bit-identical to the uninterrupted run's")
+    rc4, o4, e4 = run("train", "--out", run_b, "--resume", "--progress", "lines")
+    check(rc4 == 0 and "resuming stage 2 (ventricles)" in o4 and "part 5/6" not in o4,
+          f"train hmrnet --resume after the end: the last part, nothing left to do ({o4[-300:]!r} {e4.strip()[-200:]})")
+    wc = model_weights(os.path.join(run_b, "best.h5"))
+    check(all(np.array_equal(wa[k], wc[k]) for k in wa), "train hmrnet --resume after the end: RUN/best.h5 unchanged")
+
+    test = "phantom_101"
+    for stage in ("cascade", "coarse"):
+        pred = os.path.join(WORK, "pred_" + stage)
+        shutil.rmtree(pred, ignore_errors=True)
+        rc, out, err = run("segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--out", pred,
+                           "--stage", stage)
+        check(rc == 0 and ("stage 1 alone" in out if stage == "coarse" else "two-stage" in out),
+              f"segment hmrnet --stage {stage}: exit 0 ({out[-300:]!r} {err.strip()[-300:]})")
+        p = os.path.join(pred, test + ".nii.gz")
+        ok = os.path.exists(p)
+        if ok:
+            gp, vp, dt, _, _ = read_nifti(p)
+            gi, _, _, _, _ = read_nifti(os.path.join(data, "imagesTs", test + "_0000.nii.gz"))
+            ok = gp == gi and dt == 2 and set(np.unique(vp)) <= set(range(6)) and tuple(gp["dims"]) == (32, 40, 32)
+        check(ok, f"segment hmrnet --stage {stage}: {test}.nii.gz in the input's geometry, labels 0..5")
+        rc, out, err = run("evaluate", "--pred", pred, "--truth", os.path.join(data, "labelsTs"))
+        check(rc == 0 and all(f"mean {s} dice:" in out and f"mean {s} assd:" in out
+                              for s in ("cerebellum", "falx", "sinuses", "tentorium", "ventricles")) and
+              "average of the 5 label means: dice" in out,
+              f"evaluate hmrnet {stage}: Dice and ASSD per structure and their average ({out[-300:]!r} {err.strip()})")
+
+    # Bad inputs: one line, exit 2, nothing left behind.
+    bad = os.path.join(WORK, "run_bad")
+    args = hmr_args(bad)
+    args[args.index("--config") + 1] = "tiny-p"
+    expect_error(args, "train hmrnet with a one-network config", "tiny-p", "two-stage", absent=[bad])
+    mm = os.path.join(WORK, "mmfnet_data")
+    shutil.rmtree(mm, ignore_errors=True)
+    run("phantom", "--out", mm, "--cases", "2", "--test-cases", "1", "--seed", "3", "--shape", "8x24x24")
+    args = hmr_args(bad)
+    args[args.index("--data") + 1] = mm
+    expect_error(args, "train hmrnet on a binary data set", "labels must be exactly 0..5", absent=[bad])
+    expect_error(["segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--out", os.path.join(WORK, "p_bad"),
+                  "--largest-component"], "segment hmrnet --largest-component", "--largest-component",
+                 absent=[os.path.join(WORK, "p_bad")])
+    expect_error(["segment", "--weights", os.path.join(run_a, "falx", "best.h5"), "--data", data, "--out",
+                  os.path.join(WORK, "p_bad")], "segment hmrnet with a stage's checkpoint", "config.json",
+                 absent=[os.path.join(WORK, "p_bad")])
+
+
+# ---- ConResNet (issue [I]) -------------------------------------------------------------------------------------
+
+def case_conresnet_info():
+    for config, params in (("brats", 19018732), ("tiny", 298544), ("brats-baseline", 18783715), ("small", 1192132)):
+        rc, out, err = run("info", "--model", "conresnet", "--config", config)
+        lines = out.strip().splitlines()
+        check(rc == 0 and lines and lines[-1] == f"params: {params}",
+              f"info conresnet {config}: last line 'params: {params}' (spec §2.6 / §8) ({err.strip()})")
+    rc, out, err = run("info", "--model", "conresnet", "--config", "tiny", "--shape", "16x24x32")
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\S+)(?: \([^)]*\))?\s+(1 x [0-9 x]+?)\s+([0-9]+)$", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), int(m.group(3)))
+    want = {"conv_4_32.0": "1 x 4 x 16 x 24 x 32", "layer1": "1 x 8 x 8 x 12 x 16", "layer4": "1 x 32 x 2 x 3 x 4",
+            "fusionConv": "1 x 16 x 2 x 3 x 4", "seg_x4.0": "1 x 8 x 4 x 6 x 8", "seg_x1.0": "1 x 4 x 16 x 24 x 32",
+            "seg_cls.0": "1 x 3 x 16 x 24 x 32", "resx4_cls.0": "1 x 3 x 16 x 24 x 32"}
+    bad = {k: rows.get(k, ("", 0))[0] for k, v in want.items() if rows.get(k, ("", 0))[0] != v}
+    check(rc == 0 and len(rows) == 17 and not bad and sum(p for _, p in rows.values()) == 298544,
+          f"info conresnet tiny 16x24x32: 17 rows with the spec §8 shapes, counts sum to 298,544 ({bad}, {len(rows)})")
+    rc, out, err = run("info", "--model", "conresnet", "--config", "tiny-baseline", "--shape", "16x24x32")
+    check(rc == 0 and "res_cls" not in out and "baseline" in out,
+          f"info conresnet tiny-baseline: no residual heads ({err.strip()})")
+    rc, out, err = run("info", "--model", "conresnet", "--config", "tiny", "--shape", "16x24x30")
+    check(rc == 2 and "multiple of 8" in err, f"info conresnet: a size that is not a multiple of 8 exits 2 ({err.strip()})")
+
+
+def case_conresnet_forward():
+    x = tiny_input((2, 2, 16, 24, 32), seed=6)
+    inp = write_h5("cr_in.h5", {"input": x})
+    outs = {}
+    for config in ("tiny", "tiny-baseline"):
+        out = os.path.join(WORK, f"cr_{config}.h5")
+        rc, so, se = run("forward", "--model", "conresnet", "--config", config, "--input", inp, "--output", out, "--seed", "1")
+        check(rc == 0, f"forward conresnet {config}: exit 0 ({se.strip()})")
+        if rc != 0:
+            continue
+        with h5py.File(out, "r") as f:
+            outs[config] = y = f["output"][()]
+        check(y.shape == (2, 3, 16, 24, 32) and np.all(y >= 0) and np.all(y <= 1) and y.std() > 0,
+              f"forward conresnet {config}: sigmoid(O_seg) N x 3 x D x H x W in [0, 1] ({y.shape})")
+    one = os.path.join(WORK, "cr_one.h5")
+    rc, _, _ = run("forward", "--model", "conresnet", "--config", "tiny", "--input", write_h5("cr_in1.h5", {"input": x[1:]}),
+                   "--output", one, "--seed", "1")
+    if rc == 0 and "tiny" in outs:
+        with h5py.File(one, "r") as f:
+            y1 = f["output"][()]
+        check(np.allclose(y1[0], outs["tiny"][1], atol=1e-5), "forward conresnet: each volume of the batch independent")
+    msg = one_line_error(["forward", "--model", "conresnet", "--config", "tiny", "--output", os.path.join(WORK, "x.h5"),
+                          "--input", write_h5("cr_4ch.h5", {"input": tiny_input((1, 4, 16, 16, 16))})],
+                         "forward conresnet tiny: 4 channels")
+    check("4 channels" in msg and "2 modalities" in msg, f"forward conresnet: names expected and actual channels ({msg})")
+    one_line_error(["forward", "--model", "conresnet", "--config", "tiny", "--output", os.path.join(WORK, "x.h5"),
+                    "--input", write_h5("cr_odd.h5", {"input": tiny_input((1, 2, 16, 20, 16))})],
+                   "forward conresnet: H = 20 is not a multiple of 8")
+
+
+def case_conresnet_pipeline():
+    data = os.path.join(WORK, "brats")
+    shutil.rmtree(data, ignore_errors=True)
+    rc, out, err = run("phantom", "--task", "brats-like", "--out", data, "--cases", "3", "--test-cases", "1", "--seed", "4",
+                       "--shape", "24x24x24")
+    check(rc == 0, f"phantom brats-like 24^3: exit 0 ({err.strip()})")
+
+    def cr_args(out, *extra, config="small"):
+        return ["train", "--data", data, "--model", "conresnet", "--config", config, "--out", out, "--batch", "2",
+                "--patch", "16x16x16", "--iterations", "2", "--seed", "5", "--progress", "lines", *extra]
+    run_a, run_b, run_c = (os.path.join(WORK, n) for n in ("run_a", "run_b", "run_c"))
+    for r in (run_a, run_b, run_c):
+        shutil.rmtree(r, ignore_errors=True)
+    rc, out, err = run(*cr_args(run_a, "--epochs", "2"))
+    check(rc == 0 and "context residual" in out, f"train conresnet small: exit 0 ({out[-300:]!r} {err.strip()[-300:]})")
+    with open(os.path.join(run_a, "config.json")) as f:
+        cfg = json.load(f)
+    check(cfg["model"] == "conresnet" and cfg["config"] == "small" and cfg["normalization"]["mode"] == "nonzero_zscore" and
+          cfg["patch"] == [16, 16, 16] and cfg["lr"] == 0.001 and cfg["optimizer"] == "adam" and len(cfg["labels"]) == 4,
+          f"train conresnet: config.json: nnU-Net MRI preprocessing, the patch, Adam 1e-3 ({cfg})")
+    log = read_log(run_a)
+    check(len(log) == 3 and float(log[2][5]) < float(log[1][5]) < 0.001,
+          f"train conresnet: poly lr per iteration (the logged lr of the last step falls) ({log})")
+    wa = model_weights(os.path.join(run_a, "best.h5"))
+    check(len(wa) == 100 and any(k.startswith("res_cls") for k in wa),
+          f"train conresnet: best.h5 holds the network's 100 tensors, residual heads included ({len(wa)})")
+    # Resume: the same run stopped by SIGINT once epoch 1 is done (it saves last.h5 after the current iteration),
+    # then --resume: the same log and weights (the poly lr is a function of the step and of epochs x iterations, the
+    # batches of (seed, step); Dropout3d's generator is checkpointed). A run that finished first resumes nothing.
+    p = subprocess.Popen([MMNET, *cr_args(run_b, "--epochs", "2")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=ENV)
+    for line in p.stdout:
+        if line.startswith("epoch 1/2  train loss"):
+            p.send_signal(signal.SIGINT)
+            break
+    o1, e1 = p.communicate(timeout=300)
+    rc2, o2, e2 = run("train", "--out", run_b, "--resume", "--progress", "lines")
+    lb = read_log(run_b)
+    check(p.returncode in (0, 130) and rc2 == 0 and [r[:6] for r in log] == [r[:6] for r in lb],
+          f"train conresnet interrupted + --resume: log.csv equals the uninterrupted run's (rc {p.returncode}; {log} vs {lb}; "
+          f"{e1.strip()[-200:]} {e2.strip()[-200:]})")
+    wb = model_weights(os.path.join(run_b, "best.h5"))
+    check(wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa),
+          "train conresnet --resume: best.h5 bit-identical to the uninterrupted run's")
+    wl_a, wl_b = model_weights(os.path.join(run_a, "last.h5")), model_weights(os.path.join(run_b, "last.h5"))
+    check(all(np.array_equal(wl_a[k], wl_b[k]) for k in wl_a), "train conresnet --resume: last.h5 bit-identical")
+    # The baseline ablation.
+    rc, out, err = run(*cr_args(run_c, "--epochs", "1", config="small-baseline"))
+    wc = model_weights(os.path.join(run_c, "best.h5")) if rc == 0 else {}
+    check(rc == 0 and "baseline" in out and len(wc) > 0 and not any(k.startswith("res") for k in wc),
+          f"train conresnet small-baseline: no residual path or heads ({err.strip()[-300:]})")
+
+    test = "phantom_101"
+    for name, run_dir in (("residual", run_a), ("baseline", run_c)):
+        pred = os.path.join(WORK, "pred_" + name)
+        shutil.rmtree(pred, ignore_errors=True)
+        rc, out, err = run("segment", "--weights", os.path.join(run_dir, "best.h5"), "--data", data, "--out", pred)
+        check(rc == 0 and "regions ET, WT, TC" in out, f"segment conresnet {name}: exit 0 ({out[-300:]!r} {err.strip()[-300:]})")
+        p = os.path.join(pred, test + ".nii.gz")
+        ok = os.path.exists(p)
+        if ok:
+            gp, vp, dt, _, _ = read_nifti(p)
+            gi, _, _, _, _ = read_nifti(os.path.join(data, "imagesTs", test + "_0000.nii.gz"))
+            ok = gp == gi and dt == 2 and set(np.unique(vp)) <= {0, 1, 2, 3}
+        check(ok, f"segment conresnet {name}: {test}.nii.gz in the input's geometry, labels 0..3")
+        rc, out, err = run("evaluate", "--pred", pred, "--truth", os.path.join(data, "labelsTs"))
+        check(rc == 0 and all(f"mean {r} dice:" in out and f"mean {r} hd95:" in out for r in ("WT", "TC", "ET")),
+              f"evaluate conresnet {name}: Dice and HD95 of WT, TC, ET ({out[-300:]!r} {err.strip()})")
+
+    # Bad inputs: one line, exit 2, nothing left behind.
+    bad = os.path.join(WORK, "run_bad")
+    expect_error(cr_args(bad, "--optimizer", "sgd"), "train conresnet --optimizer sgd", "--optimizer", absent=[bad])
+    expect_error(["segment", "--weights", os.path.join(run_a, "best.h5"), "--data", data, "--out", os.path.join(WORK, "p_bad"),
+                  "--tta"], "segment conresnet --tta", "--tta", absent=[os.path.join(WORK, "p_bad")])
+    barriers = os.path.join(WORK, "barriers")
+    shutil.rmtree(barriers, ignore_errors=True)
+    run("phantom", "--task", "barriers", "--out", barriers, "--cases", "2", "--test-cases", "1", "--seed", "3", "--shape", "16x16x16")
+    args = cr_args(bad)
+    args[args.index("--data") + 1] = barriers
+    expect_error(args, "train conresnet on a 3-modality data set", "3 modalities", "conresnet small expects 4", absent=[bad])
+
+
 cases = {"info": case_info, "forward": case_forward, "errors": case_errors, "bench": case_bench,
          "pipeline": case_pipeline, "pipeline_errors": case_pipeline_errors,
          "maml_info": case_maml_info, "maml_forward": case_maml_forward, "maml_pipeline": case_maml_pipeline, "phantom_brats": case_phantom_brats,
          "evaluate_regions": case_evaluate_regions, "phantom_npc": case_phantom_npc,
          "phantom_barriers": case_phantom_barriers,
-         "cscn_info": case_cscn_info, "cscn_forward": case_cscn_forward, "cscn_pipeline": case_cscn_pipeline}
+         "cscn_info": case_cscn_info, "cscn_forward": case_cscn_forward, "cscn_pipeline": case_cscn_pipeline,
+         "hmrnet_info": case_hmrnet_info, "hmrnet_forward": case_hmrnet_forward, "hmrnet_pipeline": case_hmrnet_pipeline,
+         "conresnet_info": case_conresnet_info, "conresnet_forward": case_conresnet_forward,
+         "conresnet_pipeline": case_conresnet_pipeline}
 os.makedirs(WORK, exist_ok=True)
 if sys.argv[3:4] == ["weights"]:
     case_weights(sys.argv[4])
