@@ -9,18 +9,8 @@
 # option wins), e.g. `bash scripts/main.sh --epochs 12`. Re-running starts from fresh data and a fresh run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh
-
-build="${MMNET_BUILD_DIR:-build-rel}"
+source scripts/build_cli.sh
 out="${MMNET_OUT:-$build/main_job}"  # under the (git-ignored) build directory
-jobs="$(nproc)"
-start=$(date +%s)
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DMMNET_BUILD_TESTS=OFF -DMMNET_WITH_CUDA=OFF >/dev/null
-cmake --build "$build" -j"$jobs" --target mmnet_cli
-mmnet="$build/bin/mmnet"
-
-# Passive OpenMP waiting: on a busy (shared) machine spinning worker threads slow training down several times.
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 rm -rf "$out/data" "$out/run" "$out/pred"
 mkdir -p "$out"

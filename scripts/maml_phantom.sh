@@ -14,16 +14,8 @@
 # Everything lands in $MMNET_OUT (default build-rel/maml_job).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh
-
-build="${MMNET_BUILD_DIR:-build-rel}"
+source scripts/build_cli.sh
 out="${MMNET_OUT:-$build/maml_job}"
-jobs="$(nproc)"
-start=$(date +%s)
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DMMNET_BUILD_TESTS=OFF -DMMNET_WITH_CUDA=OFF >/dev/null
-cmake --build "$build" -j"$jobs" --target mmnet_cli
-mmnet="$build/bin/mmnet"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 rm -rf "$out/data" "$out/run" "$out"/pred_* "$out"/metrics_*.csv "$out"/eval_*.txt
 mkdir -p "$out"

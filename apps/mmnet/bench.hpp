@@ -281,6 +281,20 @@ inline void print_train_step(const BenchTrainArgs& a, const std::string& config,
   j.print();
 }
 
+// The frame of every train-step case: R timed training steps in train mode (step_fn returns the loss), R timed
+// eval-mode forwards, one JSON line.
+template <class Net, class Step, class Infer>
+int time_train_step(const BenchTrainArgs& a, const std::string& config, const mmnet::Shape& xs, Net& net,
+                    double start_rss, Step&& step_fn, Infer&& infer_fn) {
+  double loss = 0;
+  net.train();
+  const Timing step = time_runs(a.repeats, [] {}, [&] { loss = step_fn(); });
+  net.eval();
+  const Timing infer = time_runs(a.repeats, [] {}, infer_fn);
+  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
+  return 0;
+}
+
 inline void check_multiple(const std::vector<index_t>& dhw, const std::vector<index_t>& multiple, const std::string& what) {
   for (int i = 0; i < 3; ++i)
     if (dhw[i] % multiple[i] != 0)
@@ -313,19 +327,14 @@ inline int bench_maml(const BenchTrainArgs& a, const std::vector<index_t>& dhw, 
   const Shape xs{a.batch, o.modalities(), dhw[0], dhw[1], dhw[2]};
   const auto x = normal_tensor(xs, g);
   const auto y = class_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, o.classes(), g);
-  double loss = 0;
-  net.train();
-  const Timing step = time_runs(a.repeats, [] {}, [&] {
+  return time_train_step(a, config, xs, net, start_rss, [&] {
     opt.zero_grad();
-    loss = static_cast<double>(loss_fn.forward(net.forward(x), y));
+    const double loss = static_cast<double>(loss_fn.forward(net.forward(x), y));
     net.backward(loss_fn.backward());
     optim::clip_grad_norm_(net, maml::clip_norm);
     opt.step();
-  });
-  net.eval();
-  const Timing infer = time_runs(a.repeats, [] {}, [&] { net.predict(x); });
-  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
-  return 0;
+    return loss;
+  }, [&] { net.predict(x); });
 }
 
 // One CSCN stage (spec §3, §4.2-4.3; models/cscn/training.hpp): He-normal init, distance-weighted focal loss with
@@ -343,18 +352,13 @@ int bench_cscn_stage(const BenchTrainArgs& a, const std::vector<index_t>& dhw, m
   const auto x = normal_tensor(xs, g);
   const auto y = bernoulli_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, 0.3, g);
   const auto alpha = losses::distance_weight_map(y);
-  double loss = 0;
-  net.train();
-  const Timing step = time_runs(a.repeats, [] {}, [&] {
+  return time_train_step(a, config, xs, net, start_rss, [&] {
     opt.zero_grad();
-    loss = static_cast<double>(focal.forward(net.forward(x), y, alpha));
+    const double loss = static_cast<double>(focal.forward(net.forward(x), y, alpha));
     net.backward(focal.backward());
     opt.step();
-  });
-  net.eval();
-  const Timing infer = time_runs(a.repeats, [] {}, [&] { softmax.forward(net.forward(x)); });
-  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
-  return 0;
+    return loss;
+  }, [&] { softmax.forward(net.forward(x)); });
 }
 
 inline int bench_cscn(const BenchTrainArgs& a, const std::vector<index_t>& dhw, mmnet::Generator& g, double start_rss) {
@@ -385,19 +389,14 @@ inline int bench_hmrnet(const BenchTrainArgs& a, const std::vector<index_t>& dhw
   const Shape xs{a.batch, o.in_channels(), dhw[0], dhw[1], dhw[2]};
   const auto x = normal_tensor(xs, g);
   const auto y = bernoulli_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, 0.3, g);
-  double loss = 0;
-  net.train();
-  const Timing step = time_runs(a.repeats, [] {}, [&] {
+  return time_train_step(a, config, xs, net, start_rss, [&] {
     opt.zero_grad();
-    loss = static_cast<double>(loss_fn.forward(net.forward(x), y));
+    const double loss = static_cast<double>(loss_fn.forward(net.forward(x), y));
     net.backward(loss_fn.backward());
     optim::clip_grad_norm_(net, hmrnet::clip_norm);
     opt.step();
-  });
-  net.eval();
-  const Timing infer = time_runs(a.repeats, [] {}, [&] { net.predict(x); });
-  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
-  return 0;
+    return loss;
+  }, [&] { net.predict(x); });
 }
 
 // ConResNet (models/conresnet/training.hpp): ConResNetLoss code mode, Adam lr 1e-4 with weight decay 5e-4.
@@ -417,18 +416,13 @@ inline int bench_conresnet(const BenchTrainArgs& a, const std::vector<index_t>& 
   const auto x_res = conresnet::image_residual(x);
   const auto y = bernoulli_tensor({a.batch, o.num_classes(), dhw[0], dhw[1], dhw[2]}, 0.3, g);
   const auto y_res = conresnet::label_residual(y);
-  double loss = 0;
-  net.train();
-  const Timing step = time_runs(a.repeats, [] {}, [&] {
+  return time_train_step(a, config, xs, net, start_rss, [&] {
     opt.zero_grad();
-    loss = static_cast<double>(loss_fn.forward(net.forward(x, x_res), y, y_res));
+    const double loss = static_cast<double>(loss_fn.forward(net.forward(x, x_res), y, y_res));
     net.backward(loss_fn.backward());
     opt.step();
-  });
-  net.eval();
-  const Timing infer = time_runs(a.repeats, [] {}, [&] { sigmoid.forward(net.predict(x, x_res)); });
-  print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
-  return 0;
+    return loss;
+  }, [&] { sigmoid.forward(net.predict(x, x_res)); });
 }
 
 inline int run_bench_train_step(const BenchTrainArgs& a) {
@@ -439,7 +433,6 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
   if (a.batch < 1) throw cli_error("--batch: expected >= 1, got " + std::to_string(a.batch));
   const auto dhw = parse_shape(a.shape);
   Generator g(a.seed);
-  double loss = 0;
 
   if (a.model == "mmfnet") {
     const std::string config = a.config.empty() ? "paper" : a.config;
@@ -452,18 +445,14 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
     const Shape xs{a.batch, o.modalities(), dhw[0], dhw[1], dhw[2]};
     const auto x = normal_tensor(xs, g);
     const auto y = bernoulli_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, 0.3, g);
-    net.train();
     net.release_activations_after_backward(true);  // as train::Trainer does (PyTorch frees saved tensors too)
-    const Timing step = time_runs(a.repeats, [] {}, [&] {
+    return time_train_step(a, config, xs, net, start_rss, [&] {
       opt.zero_grad();
-      loss = static_cast<double>(dice.forward(net.forward(x), y));
+      const double loss = static_cast<double>(dice.forward(net.forward(x), y));
       net.backward(dice.backward());
       opt.step();
-    });
-    net.eval();
-    const Timing infer = time_runs(a.repeats, [] {}, [&] { net.forward(x); });
-    print_train_step(a, config, xs.to_vector(), net.num_parameters(), step, infer, loss, start_rss);
-    return 0;
+      return loss;
+    }, [&] { net.forward(x); });
   }
   if (a.model == "tiny") {
     if (a.width < 1) throw cli_error("--width: expected >= 1, got " + std::to_string(a.width));
@@ -475,21 +464,16 @@ inline int run_bench_train_step(const BenchTrainArgs& a) {
     const Shape xs{a.batch, 2, dhw[0], dhw[1], dhw[2]};
     const auto x = normal_tensor(xs, g);
     const auto y = bernoulli_tensor({a.batch, 1, dhw[0], dhw[1], dhw[2]}, 0.3, g);
-    net.train();
-    const Timing step = time_runs(a.repeats, [] {}, [&] {
+    return time_train_step(a, "width" + std::to_string(a.width), xs, net, start_rss, [&] {
       opt.zero_grad();
       const auto logits = net.forward(x);
-      loss = static_cast<double>(dice.forward(sigmoid.forward(logits), y)) + static_cast<double>(bce.forward(logits, y));
+      const double loss = static_cast<double>(dice.forward(sigmoid.forward(logits), y)) + static_cast<double>(bce.forward(logits, y));
       auto d = sigmoid.backward(dice.backward());
       add_(d, bce.backward());
       net.backward(d);
       opt.step();
-    });
-    net.eval();
-    const Timing infer = time_runs(a.repeats, [] {}, [&] { sigmoid.forward(net.forward(x)); });
-    print_train_step(a, "width" + std::to_string(a.width), xs.to_vector(), net.num_parameters(),
-                     step, infer, loss, start_rss);
-    return 0;
+      return loss;
+    }, [&] { sigmoid.forward(net.forward(x)); });
   }
   if (a.model == "maml") return bench_maml(a, dhw, g, start_rss);
   if (a.model == "cscn-bunet" || a.model == "cscn-acdnet") return bench_cscn(a, dhw, g, start_rss);

@@ -122,24 +122,44 @@ inline void write_overlay(const std::string& path, const PreparedCase& c, const 
 
 }  // namespace segment_detail
 
+// Loads a checkpoint into the rebuilt model of its run (strict: every name and shape) and sets eval mode; a mismatch
+// names the file and the model.
+template <class Net>
+void load_run_weights(Net& net, const mmnet::io::Checkpoint& ck, const std::string& weights, const ModelSpec& spec) {
+  try {
+    net.load_state_dict(ck.model, /*strict=*/true);
+  } catch (const mmnet::error& e) {
+    throw cli_error(weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
+  }
+  net.eval();
+}
+
+// The data set to segment: it must fit the run (channels, classes, the modality names it was trained with in their
+// order) and have cases in --split.
+inline mmnet::data::Dataset open_segment_data(const SegmentArgs& a, const RunConfig& rc, const ModelSpec& spec,
+                                              const std::string& config_path) {
+  mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
+  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
+  for (std::size_t m = 0; m < rc.modalities.size(); ++m)
+    if (ds.modalities[m] != rc.modalities[m])
+      throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
+                      "; the run was trained with " + rc.modalities[m]);
+  if (ds.cases(a.split).empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
+  return ds;
+}
+
 // The model of a run, rebuilt and loaded, as a probability function over windows: N x M x roi -> N x C x roi.
 class SegmentModel {
  public:
   SegmentModel(const ModelSpec& spec, const RunConfig& rc, const mmnet::io::Checkpoint& ck, const std::string& weights,
                const mmnet::models::ModalitySet& present)
       : present_(present) {
-    try {
-      if (spec.kind == ModelKind::maml) {
-        maml_ = std::make_unique<mmnet::MAML<float, mmnet::cpu>>(*spec.maml);
-        maml_->load_state_dict(ck.model, /*strict=*/true);
-        maml_->eval();
-      } else {
-        mmfnet_ = std::make_unique<mmnet::MMFNet<float, mmnet::cpu>>(*spec.mmfnet);
-        mmfnet_->load_state_dict(ck.model, /*strict=*/true);
-        mmfnet_->eval();
-      }
-    } catch (const mmnet::error& e) {
-      throw cli_error(weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
+    if (spec.kind == ModelKind::maml) {
+      maml_ = std::make_unique<mmnet::MAML<float, mmnet::cpu>>(*spec.maml);
+      load_run_weights(*maml_, ck, weights, spec);
+    } else {
+      mmfnet_ = std::make_unique<mmnet::MMFNet<float, mmnet::cpu>>(*spec.mmfnet);
+      load_run_weights(*mmfnet_, ck, weights, spec);
     }
     (void)rc;
   }
@@ -160,19 +180,9 @@ inline int run_segment_cscn(const SegmentArgs& a, const RunConfig& rc, const Mod
   if (a.tta) throw cli_error("--tta: not for cscn (its inference averages the three views instead)");
   if (a.png) throw cli_error("--png: not for cscn");
   mmnet::CSCN<float, mmnet::cpu> net(*spec.cscn);
-  try {
-    net.load_state_dict(ck.model, /*strict=*/true);
-  } catch (const mmnet::error& e) {
-    throw cli_error(a.weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
-  }
-  net.eval();
-  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
-  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
-  if (ds.modalities[0] != rc.modalities[0])
-    throw cli_error(join_path(ds.dir, "dataset.json") + ": modality 0 is " + ds.modalities[0] + "; the run was trained with " +
-                    rc.modalities[0]);
+  load_run_weights(net, ck, a.weights, spec);
+  const mmnet::data::Dataset ds = open_segment_data(a, rc, spec, config_path);
   const auto& cases = ds.cases(a.split);
-  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
   const bool coarse = a.stage == "coarse";
   OutputGuard guard;
   guard.make_dir(a.out);
@@ -233,20 +243,9 @@ inline int run_segment_hmrnet(const SegmentArgs& a, const RunConfig& rc, const M
     throw cli_error(config_path + ": " + std::to_string(rc.parts.size()) + " hmrnet parts; the plan has " +
                     std::to_string(plan.parts.size()));
   HMRNetSystem<float, mmnet::cpu> sys(*spec.hmrnet, plan);
-  try {
-    sys.load_state_dict(ck.model, /*strict=*/true);
-  } catch (const mmnet::error& e) {
-    throw cli_error(a.weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
-  }
-  sys.eval();
-  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
-  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
-  for (std::size_t m = 0; m < rc.modalities.size(); ++m)
-    if (ds.modalities[m] != rc.modalities[m])
-      throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
-                      "; the run was trained with " + rc.modalities[m]);
+  load_run_weights(sys, ck, a.weights, spec);
+  const mmnet::data::Dataset ds = open_segment_data(a, rc, spec, config_path);
   const auto& cases = ds.cases(a.split);
-  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
   const bool coarse = a.stage == "coarse";
   const auto sw1 = hmrnet_window(rc.patch, a.overlap, a.tta);
   std::vector<mmnet::inference::SlidingWindowOptions> sw2;
@@ -308,20 +307,9 @@ inline int run_segment_conresnet(const SegmentArgs& a, const RunConfig& rc, cons
   if (a.png) throw cli_error("--png: not for conresnet");
   if (a.largest) throw cli_error("--largest-component: only for binary models (" + spec.name() + " is multi-class)");
   mmnet::ConResNet<float, mmnet::cpu> net(*spec.conresnet);
-  try {
-    net.load_state_dict(ck.model, /*strict=*/true);
-  } catch (const mmnet::error& e) {
-    throw cli_error(a.weights + ": does not fit " + spec.name() + " (" + e.what() + ")");
-  }
-  net.eval();
-  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
-  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
-  for (std::size_t m = 0; m < rc.modalities.size(); ++m)
-    if (ds.modalities[m] != rc.modalities[m])
-      throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
-                      "; the run was trained with " + rc.modalities[m]);
+  load_run_weights(net, ck, a.weights, spec);
+  const mmnet::data::Dataset ds = open_segment_data(a, rc, spec, config_path);
   const auto& cases = ds.cases(a.split);
-  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
   OutputGuard guard;
   guard.make_dir(a.out);
   std::printf("segment: %s from %s, %zu %s cases of %s, ConResNet sliding window (tiles %s, overlap 1/3, uniform "
@@ -386,14 +374,8 @@ inline int run_segment(const SegmentArgs& a) {
   if (spec.kind == ModelKind::conresnet) return run_segment_conresnet(a, rc, spec, ck, config_path);
   SegmentModel net(spec, rc, ck, a.weights, present);
 
-  const mmnet::data::Dataset ds = mmnet::data::open_dataset(a.data);
-  check_dataset_fits(ds, spec.modalities(), spec.classes(), "the model of " + config_path);
-  for (std::size_t m = 0; m < rc.modalities.size(); ++m)
-    if (ds.modalities[m] != rc.modalities[m])
-      throw cli_error(join_path(ds.dir, "dataset.json") + ": modality " + std::to_string(m) + " is " + ds.modalities[m] +
-                      "; the run was trained with " + rc.modalities[m]);
+  const mmnet::data::Dataset ds = open_segment_data(a, rc, spec, config_path);
   const auto& cases = ds.cases(a.split);
-  if (cases.empty()) throw cli_error(join_path(ds.dir, "dataset.json") + ": no cases in split " + a.split);
 
   auto sw = mmnet::inference::SlidingWindowOptions({rc.patch[0], rc.patch[1], rc.patch[2]})
                 .overlap(a.overlap).mode(mmnet::inference::BlendMode::gaussian);

@@ -197,9 +197,15 @@ def case_bench():
     r = bench_json(["conv3d", *small, "--kernel", "1,3,3"], "bench conv3d --kernel 1,3,3")
     check(r.get("padding") == [0, 1, 1] and r.get("out_shape") == [4, 6, 5], "bench conv3d: default padding kernel / 2")
     check(abs(r.get("gflop", 0) - 2 * 2 * 3 * 4 * 6 * 5 * 2 * 9 * 1e-9) < 1e-15, "bench conv3d: FLOPs 2 out_numel Cin kvol")
-    # train-step: both models, one process each; the parameter counts of the models.
+    # train-step: every model, one process each; the parameter counts of the models' tiny presets.
     for model, params in ((["--model", "mmfnet", "--config", "tiny", "--shape", "4x8x8"], 24152),
-                          (["--model", "tiny", "--shape", "3x5x4"], 381)):
+                          (["--model", "tiny", "--shape", "3x5x4"], 381),
+                          (["--model", "maml", "--config", "tiny", "--shape", "16x16x16"], 120272),
+                          (["--model", "cscn-bunet", "--config", "tiny", "--shape", "4x8x12"], 18116),
+                          (["--model", "cscn-acdnet", "--config", "tiny", "--shape", "4x8x12"], 42898),
+                          (["--model", "hmrnet-p", "--config", "tiny", "--shape", "8x8x16"], 196866),
+                          (["--model", "hmrnet-s", "--config", "tiny", "--shape", "8x8x8"], 151806),
+                          (["--model", "conresnet", "--config", "tiny", "--shape", "8x8x8"], 298544)):
         r = bench_json(["train-step", *model, "--batch", "1", "--threads", "1", "--repeats", "1"], f"bench {model}")
         keys = ("train_step_s", "infer_s", "peak_rss_mb")
         check(all(isinstance(r.get(k), (int, float)) and r[k] > 0 for k in keys) and r.get("params") == params,
