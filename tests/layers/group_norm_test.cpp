@@ -3,6 +3,10 @@
 // frozen parameters, names and bad inputs.
 #include <algorithm>
 #include <cmath>
+#include <vector>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include <mmnet/layers/group_norm.hpp>
 
@@ -221,6 +225,31 @@ TEST_CASE("GroupNorm kernels: the backend's path matches the generic kernels (do
     CHECK(d_sdx <= 1e-13);
     CHECK(d_dx <= 1e-14);
     worst = std::max({worst, d_mean, d_inv, d_y, d_sd, d_sdx, d_dx});
+#if defined(_OPENMP)
+    // Bit-identical for any thread count: the backend's path again on 1 and on 3 threads.
+    const auto run = [&] {
+      D m({p.rows()}), is({p.rows()}), y({p.numel()}), sd({k.n * k.c}), sdx({k.n * k.c}), dx({p.numel()});
+      backend::group_norm_stats(Backend{}, p, x.data(), 1e-5, m.data(), is.data());
+      backend::group_norm_apply(Backend{}, p, x.data(), m.data(), is.data(), pw, pb, y.data());
+      backend::group_norm_backward_reduce(Backend{}, p, x.data(), dy.data(), m.data(), is.data(), sd.data(),
+                                          sdx.data());
+      backend::group_norm_backward_input(Backend{}, p, x.data(), dy.data(), m.data(), is.data(), pw, sd.data(),
+                                         sdx.data(), dx.data());
+      std::vector<double> all;
+      for (const D* t : {&m, &is, &y, &sd, &sdx, &dx}) {
+        const auto v = t->to_vector();
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      return all;
+    };
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const auto one = run();
+    omp_set_num_threads(3);
+    const auto three = run();
+    omp_set_num_threads(threads);
+    CHECK(one == three);
+#endif
   }
   MESSAGE("GroupNorm fast path vs generic kernels: largest relative difference " << worst);
 }

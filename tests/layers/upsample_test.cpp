@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <utility>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include <mmnet/layers/upsample.hpp>
 
@@ -188,6 +191,19 @@ TEST_CASE("Upsample trilinear kernels: the backend's path matches the generic ke
       CHECK(d / scale <= 1e-14);
       worst = std::max(worst, d / scale);
     }
+#if defined(_OPENMP)
+    // Bit-identical for any thread count: the backend's path again on 1 and on 3 threads.
+    const int threads = omp_get_max_threads();
+    for (const int t : {1, 3}) {
+      omp_set_num_threads(t);
+      D y_t({k.planes * p.out_plane()}), dx_t({k.planes * p.in_plane()});
+      backend::trilinear_forward(Backend{}, p, x.data(), y_t.data());
+      backend::trilinear_backward(Backend{}, p, dy.data(), dx_t.data());
+      CHECK(y_t.to_vector() == y_f.to_vector());
+      CHECK(dx_t.to_vector() == dx_f.to_vector());
+    }
+    omp_set_num_threads(threads);
+#endif
   }
   MESSAGE("Upsample trilinear fast path vs generic kernels: largest relative difference " << worst);
 }
