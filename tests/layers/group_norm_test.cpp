@@ -1,6 +1,13 @@
 // GroupNorm: PyTorch fixtures (tests/reference/group_norm_ref.py) for G = 1, 1 < G < C and G = C, ranks 2/3/5,
 // tiny volumes, constant groups and accumulated parameter gradients; one-value groups; central-difference checks;
 // frozen parameters, names and bad inputs.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include <mmnet/layers/group_norm.hpp>
 
 #include "../support/mmnet_test.hpp"
@@ -150,4 +157,99 @@ TEST_CASE("GroupNorm rejects bad options and inputs") {
   CHECK_THROWS_WITH_AS(inst.forward(randn<double>({1, 4, 1, 1, 1}, 1)), doctest::Contains("more than 1"), shape_error);
   m.forward(randn<double>({2, 4, 1, 2, 3}, 1));
   CHECK_THROWS_AS(m.backward(randn<double>({2, 4, 1, 3, 2}, 1)), shape_error);
+}
+
+namespace {
+// Largest |a - b| / max(1, max|b|) over two equal-length vectors.
+double rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double scale = 1, d = 0;
+  for (double v : b) scale = std::max(scale, std::abs(v));
+  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i]));
+  return d / scale;
+}
+}  // namespace
+
+// The kernels the layers call (on cpu, the fast path of backend/cpu/group_norm.hpp) against the generic kernels of
+// backend/common/group_stats.hpp, called explicitly (<double, Backend>, which the cpu overloads cannot take), on
+// random problems: plane sizes that are not multiples of any SIMD width, one-channel groups, one value per plane,
+// planes and groups longer than one reduction chunk (4096), with and without affine parameters.
+TEST_CASE("GroupNorm kernels: the backend's path matches the generic kernels (double, random shapes)") {
+  using D = Tensor<double, Backend>;
+  struct Case { index_t n, c, g, s; bool affine; };
+  const Case cases[] = {{2, 6, 2, 7 * 5 * 3, true},  {1, 4, 4, 1, true},       {3, 5, 5, 17, false},
+                        {2, 8, 4, 4099, true},        {1, 3, 1, 2 * 3 * 5, true}, {2, 16, 16, 9 * 11 * 13, true},
+                        {1, 2, 1, 8193, false},       {2, 12, 3, 33, true},      {1, 1, 1, 4096 + 8, true}};
+  double worst = 0;
+  std::uint64_t seed = 100;
+  for (const Case& k : cases) {
+    INFO("n " << k.n << " c " << k.c << " g " << k.g << " s " << k.s << " affine " << k.affine);
+    const backend::GroupNormProblem p{k.n, k.c, k.g, k.s};
+    // An offset mean and a spread scale, so that cancellation in x - mean shows.
+    D x = D::from_vector({p.numel()}, [&] {
+      auto v = randn<double>({p.numel()}, seed++).to_vector();
+      for (auto& e : v) e = 3.0 + 2.5 * e;
+      return v;
+    }());
+    const D dy = randn<double>({p.numel()}, seed++);
+    const D w = randn<double>({k.c}, seed++), b = randn<double>({k.c}, seed++);
+    const double* pw = k.affine ? w.data() : nullptr;
+    const double* pb = k.affine ? b.data() : nullptr;
+    D mean_f({p.rows()}), inv_f({p.rows()}), mean_g({p.rows()}), inv_g({p.rows()});
+    backend::group_norm_stats(Backend{}, p, x.data(), 1e-5, mean_f.data(), inv_f.data());
+    backend::group_norm_stats<double, Backend>(Backend{}, p, x.data(), 1e-5, mean_g.data(), inv_g.data());
+    const double d_mean = rel_diff(mean_f.to_vector(), mean_g.to_vector());
+    const double d_inv = rel_diff(inv_f.to_vector(), inv_g.to_vector());
+    // The rest of the comparison feeds both paths the generic statistics, so each kernel is compared alone.
+    D y_f({p.numel()}), y_g({p.numel()});
+    backend::group_norm_apply(Backend{}, p, x.data(), mean_g.data(), inv_g.data(), pw, pb, y_f.data());
+    backend::group_norm_apply<double, Backend>(Backend{}, p, x.data(), mean_g.data(), inv_g.data(), pw, pb, y_g.data());
+    const double d_y = rel_diff(y_f.to_vector(), y_g.to_vector());
+    D sd_f({k.n * k.c}), sdx_f({k.n * k.c}), sd_g({k.n * k.c}), sdx_g({k.n * k.c});
+    backend::group_norm_backward_reduce(Backend{}, p, x.data(), dy.data(), mean_g.data(), inv_g.data(), sd_f.data(),
+                                        sdx_f.data());
+    backend::group_norm_backward_reduce<double, Backend>(Backend{}, p, x.data(), dy.data(), mean_g.data(),
+                                                         inv_g.data(), sd_g.data(), sdx_g.data());
+    const double d_sd = rel_diff(sd_f.to_vector(), sd_g.to_vector());
+    const double d_sdx = rel_diff(sdx_f.to_vector(), sdx_g.to_vector());
+    D dx_f({p.numel()}), dx_g({p.numel()});
+    backend::group_norm_backward_input(Backend{}, p, x.data(), dy.data(), mean_g.data(), inv_g.data(), pw,
+                                       sd_g.data(), sdx_g.data(), dx_f.data());
+    backend::group_norm_backward_input<double, Backend>(Backend{}, p, x.data(), dy.data(), mean_g.data(),
+                                                        inv_g.data(), pw, sd_g.data(), sdx_g.data(), dx_g.data());
+    const double d_dx = rel_diff(dx_f.to_vector(), dx_g.to_vector());
+    CHECK(d_mean <= 1e-14);
+    CHECK(d_inv <= 1e-14);
+    CHECK(d_y <= 1e-14);
+    CHECK(d_sd <= 1e-13);
+    CHECK(d_sdx <= 1e-13);
+    CHECK(d_dx <= 1e-14);
+    worst = std::max({worst, d_mean, d_inv, d_y, d_sd, d_sdx, d_dx});
+#if defined(_OPENMP)
+    // Bit-identical for any thread count: the backend's path again on 1 and on 3 threads.
+    const auto run = [&] {
+      D m({p.rows()}), is({p.rows()}), y({p.numel()}), sd({k.n * k.c}), sdx({k.n * k.c}), dx({p.numel()});
+      backend::group_norm_stats(Backend{}, p, x.data(), 1e-5, m.data(), is.data());
+      backend::group_norm_apply(Backend{}, p, x.data(), m.data(), is.data(), pw, pb, y.data());
+      backend::group_norm_backward_reduce(Backend{}, p, x.data(), dy.data(), m.data(), is.data(), sd.data(),
+                                          sdx.data());
+      backend::group_norm_backward_input(Backend{}, p, x.data(), dy.data(), m.data(), is.data(), pw, sd.data(),
+                                         sdx.data(), dx.data());
+      std::vector<double> all;
+      for (const D* t : {&m, &is, &y, &sd, &sdx, &dx}) {
+        const auto v = t->to_vector();
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      return all;
+    };
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const auto one = run();
+    omp_set_num_threads(3);
+    const auto three = run();
+    omp_set_num_threads(threads);
+    CHECK(one == three);
+#endif
+  }
+  MESSAGE("GroupNorm fast path vs generic kernels: largest relative difference " << worst);
 }

@@ -54,3 +54,28 @@ TEST_CASE("LeakyReLU rejects bad options and inputs") {
   m.forward(randn<double>({1, 2, 3}, 1));
   CHECK_THROWS_AS(m.backward(randn<double>({1, 3, 2}, 1)), shape_error);
 }
+
+// The kernels the layer calls (on cpu, the fast path of backend/cpu/leaky_relu.hpp) against the generic kernels,
+// called explicitly (<T, Backend>, which the cpu overloads cannot take): same single multiply, so bit-identical,
+// on lengths that are not multiples of any SIMD width, below and across the fast path's OpenMP blocks (16384),
+// with zeros of both signs.
+TEST_CASE_TEMPLATE("LeakyReLU kernels: the backend's path equals the generic kernels", T, float, double) {
+  using V = Tensor<T, Backend>;
+  std::uint64_t seed = 40;
+  for (const index_t n : {index_t(1), index_t(7), index_t(33), index_t(16384), index_t(16385), index_t(50001)}) {
+    for (const double slope : {0.01, -0.5, 0.0}) {
+      INFO("n " << n << " slope " << slope);
+      auto xv = randn<T>({n}, seed++).to_vector();
+      for (index_t i = 0; i < n; i += 5) xv[i] = (i / 5) % 2 == 0 ? T(0) : -T(0);
+      const V x = V::from_vector({n}, xv), dy = randn<T>({n}, seed++);
+      const T s = static_cast<T>(slope);
+      V y_f({n}), y_g({n}), dx_f({n}), dx_g({n});
+      backend::leaky_relu_forward(Backend{}, n, x.data(), s, y_f.data());
+      backend::leaky_relu_forward<T, Backend>(Backend{}, n, x.data(), s, y_g.data());
+      backend::leaky_relu_backward(Backend{}, n, x.data(), dy.data(), s, dx_f.data());
+      backend::leaky_relu_backward<T, Backend>(Backend{}, n, x.data(), dy.data(), s, dx_g.data());
+      CHECK(y_f.to_vector() == y_g.to_vector());
+      CHECK(dx_f.to_vector() == dx_g.to_vector());
+    }
+  }
+}

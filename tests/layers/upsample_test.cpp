@@ -1,6 +1,13 @@
 // Upsample: PyTorch fixtures (tests/reference/upsample_ref.py; each case stores its own options) for trilinear
 // with align_corners true/false and nearest, sizes and scale factors, up and down; the HMRNet ramp check;
 // central-difference checks; bad options and inputs.
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include <mmnet/layers/upsample.hpp>
 
 #include "../support/mmnet_test.hpp"
@@ -147,4 +154,56 @@ TEST_CASE("Upsample rejects bad options and inputs") {
     CHECK(std::string(e.what()).find("mmnet::nn::Upsample") != std::string::npos);
     CHECK(std::string(e.what()).find("output size") != std::string::npos);
   }
+}
+
+// The trilinear kernels the layer calls (on cpu, the fast path of backend/cpu/upsample.hpp) against the generic
+// kernels of backend/common/interpolate.hpp, called explicitly (<double, Backend>, which the cpu overloads cannot
+// take), on random problems: up and down, both align_corners, scale factors and sizes, unchanged axes, size-1
+// axes, odd widths.
+TEST_CASE("Upsample trilinear kernels: the backend's path matches the generic kernels (double, random shapes)") {
+  using D = Tensor<double, Backend>;
+  struct Case { index_t planes, in[3], out[3]; bool align; double sf[3]; };
+  const Case cases[] = {
+      {2, {3, 4, 5}, {6, 8, 10}, false, {2, 2, 2}},   {3, {5, 3, 7}, {9, 3, 13}, true, {0, 0, 0}},
+      {1, {1, 1, 1}, {2, 3, 5}, false, {0, 0, 0}},    {2, {7, 6, 9}, {3, 4, 5}, false, {0, 0, 0}},
+      {4, {4, 5, 6}, {8, 10, 6}, false, {2, 2, 1}},   {2, {6, 5, 3}, {11, 1, 17}, true, {0, 0, 0}},
+      {1, {2, 9, 33}, {4, 18, 66}, true, {2, 2, 2}},  {3, {5, 4, 3}, {7, 9, 8}, false, {1.5, 2.3, 2.9}}};
+  double worst = 0;
+  std::uint64_t seed = 300;
+  for (const Case& k : cases) {
+    INFO("planes " << k.planes << " in " << k.in[0] << "x" << k.in[1] << "x" << k.in[2] << " out " << k.out[0] << "x"
+                   << k.out[1] << "x" << k.out[2] << " align " << k.align);
+    const backend::InterpPlan<Backend> plan(k.in, k.out, true, k.align, k.sf);
+    const backend::Interp3dProblem p = plan.problem(k.planes);
+    const D x = randn<double>({k.planes * p.in_plane()}, seed++);
+    const D dy = randn<double>({k.planes * p.out_plane()}, seed++);
+    D y_f({k.planes * p.out_plane()}), y_g({k.planes * p.out_plane()});
+    D dx_f({k.planes * p.in_plane()}), dx_g({k.planes * p.in_plane()});
+    backend::trilinear_forward(Backend{}, p, x.data(), y_f.data());
+    backend::trilinear_forward<double, Backend>(Backend{}, p, x.data(), y_g.data());
+    backend::trilinear_backward(Backend{}, p, dy.data(), dx_f.data());
+    backend::trilinear_backward<double, Backend>(Backend{}, p, dy.data(), dx_g.data());
+    for (const auto& pair : {std::make_pair(y_f.to_vector(), y_g.to_vector()),
+                             std::make_pair(dx_f.to_vector(), dx_g.to_vector())}) {
+      double scale = 1, d = 0;
+      for (double v : pair.second) scale = std::max(scale, std::abs(v));
+      for (std::size_t i = 0; i < pair.first.size(); ++i) d = std::max(d, std::abs(pair.first[i] - pair.second[i]));
+      CHECK(d / scale <= 1e-14);
+      worst = std::max(worst, d / scale);
+    }
+#if defined(_OPENMP)
+    // Bit-identical for any thread count: the backend's path again on 1 and on 3 threads.
+    const int threads = omp_get_max_threads();
+    for (const int t : {1, 3}) {
+      omp_set_num_threads(t);
+      D y_t({k.planes * p.out_plane()}), dx_t({k.planes * p.in_plane()});
+      backend::trilinear_forward(Backend{}, p, x.data(), y_t.data());
+      backend::trilinear_backward(Backend{}, p, dy.data(), dx_t.data());
+      CHECK(y_t.to_vector() == y_f.to_vector());
+      CHECK(dx_t.to_vector() == dx_f.to_vector());
+    }
+    omp_set_num_threads(threads);
+#endif
+  }
+  MESSAGE("Upsample trilinear fast path vs generic kernels: largest relative difference " << worst);
 }

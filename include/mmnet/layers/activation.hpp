@@ -3,7 +3,24 @@
 #include <cmath>
 #include <string>
 
+#include "../backend/cpu/leaky_relu.hpp"  // cpu overloads of the LeakyReLU kernels below
 #include "../core/module.hpp"
+
+namespace mmnet::backend {
+
+// LeakyReLU's generic kernels (the cuda backend's; cpu has the overloads of backend/cpu/leaky_relu.hpp).
+// y = x > 0 ? x : x * slope over n values.
+template <class T, class Backend>
+void leaky_relu_forward(Backend b, index_t n, const T* x, T slope, T* y) {
+  parallel_for(b, n, MMNET_KERNEL(index_t i) { y[i] = x[i] > T(0) ? x[i] : x[i] * slope; });
+}
+// dx = x > 0 ? dy : dy * slope over n values.
+template <class T, class Backend>
+void leaky_relu_backward(Backend b, index_t n, const T* x, const T* dy, T slope, T* dx) {
+  parallel_for(b, n, MMNET_KERNEL(index_t i) { dx[i] = x[i] > T(0) ? dy[i] : dy[i] * slope; });
+}
+
+}  // namespace mmnet::backend
 
 namespace mmnet::nn {
 
@@ -67,7 +84,7 @@ class LeakyReLU : public Module<T, Backend> {
     const T* px = x.data();
     T* py = y.data();
     const T slope = static_cast<T>(options_.negative_slope());
-    backend::parallel_for(Backend{}, x.numel(), MMNET_KERNEL(index_t i) { py[i] = px[i] > T(0) ? px[i] : px[i] * slope; });
+    backend::leaky_relu_forward(Backend{}, x.numel(), px, slope, py);
     x_ = x;  // the input decides the branch (the output cannot when the slope is <= 0)
     return y;
   }
@@ -78,7 +95,7 @@ class LeakyReLU : public Module<T, Backend> {
     const T *px = x_.data(), *pdy = dy.data();
     T* pdx = dx.data();
     const T slope = static_cast<T>(options_.negative_slope());
-    backend::parallel_for(Backend{}, dy.numel(), MMNET_KERNEL(index_t i) { pdx[i] = px[i] > T(0) ? pdy[i] : pdy[i] * slope; });
+    backend::leaky_relu_backward(Backend{}, dy.numel(), px, pdy, slope, pdx);
     return dx;
   }
 

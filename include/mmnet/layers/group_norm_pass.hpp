@@ -1,10 +1,12 @@
 // mmnet/layers/group_norm_pass.hpp: the forward/backward of a group normalisation over (sample, group) rows,
 // shared by nn::GroupNorm and nn::InstanceNorm3d (one channel per group). The layers validate their input and
-// own the affine parameters; this keeps what backward needs and runs the kernels of group_stats.hpp.
+// own the affine parameters; this keeps what backward needs and runs the kernels of group_stats.hpp (on cpu,
+// the fast path of backend/cpu/group_norm.hpp).
 #pragma once
 #include <string>
 
 #include "../backend/common/group_stats.hpp"
+#include "../backend/cpu/group_norm.hpp"  // the cpu overloads must be declared before the calls below
 #include "../core/tensor.hpp"
 
 namespace mmnet::nn::detail {

@@ -14,13 +14,15 @@
 //   corners floor(src) and the next one, clamped at the border;
 // * an axis whose size does not change is copied (whatever the scale factor);
 // * nearest: src = min(floor(o * s), in - 1), s = 1 / scale_factor or in / out, computed in float.
-// Backward gathers the same weights per input element (kernels: backend/common/interpolate.hpp).
+// Backward gathers the same weights per input element (kernels: backend/common/interpolate.hpp;
+// trilinear on cpu: backend/cpu/upsample.hpp).
 // Defaults are PyTorch's: mode nearest, align_corners false, recompute_scale_factor false.
 #pragma once
 #include <array>
 #include <string>
 
 #include "../backend/common/interpolate.hpp"
+#include "../backend/cpu/upsample.hpp"  // cpu overloads of the trilinear kernels, declared before the calls below
 #include "../core/expanding_array.hpp"
 #include "../core/module.hpp"
 
