@@ -102,6 +102,24 @@ void group_norm_apply(Backend b, const GroupNormProblem p, const T* x, const dou
   });
 }
 
+// The second half of group_norm_backward_reduce (shared with the cpu fast path): per (sample, channel) k the
+// chunk partial sums in chunk order, so the result does not depend on the thread count.
+template <class Backend>
+void group_norm_combine_partials(Backend b, const GroupNormProblem p, index_t chunks, const double* part_dy,
+                                 const double* part_dyx, const double* invstd, double* sum_dy, double* sum_dy_xhat) {
+  const index_t cpg = p.channels_per_group();
+  parallel_for(b, p.n * p.c, MMNET_KERNEL(index_t k) {
+    const index_t r = (k / p.c) * p.g + (k % p.c) / cpg;
+    double sd = 0, sdx = 0;
+    for (index_t j = 0; j < chunks; ++j) {
+      sd += part_dy[k * chunks + j];
+      sdx += part_dyx[k * chunks + j];
+    }
+    sum_dy[k] = sd;
+    sum_dy_xhat[k] = sdx * invstd[r];
+  });
+}
+
 // Per (sample, channel) k = n*C + c: sum_dy[k] = sum(dy), sum_dy_xhat[k] = sum(dy * xhat) over the S values,
 // xhat = (x - mean) * invstd with the statistics of the channel's group.
 template <class T, class Backend>
@@ -128,16 +146,7 @@ void group_norm_backward_reduce(Backend b, const GroupNormProblem p, const T* x,
     part_dy[i] = sd;
     part_dyx[i] = sdx;
   });
-  parallel_for(b, planes, MMNET_KERNEL(index_t k) {
-    const index_t r = (k / p.c) * p.g + (k % p.c) / cpg;
-    double sd = 0, sdx = 0;
-    for (index_t j = 0; j < chunks; ++j) {
-      sd += part_dy[k * chunks + j];
-      sdx += part_dyx[k * chunks + j];
-    }
-    sum_dy[k] = sd;
-    sum_dy_xhat[k] = sdx * invstd[r];
-  });
+  group_norm_combine_partials(b, p, chunks, part_dy, part_dyx, invstd, sum_dy, sum_dy_xhat);
 }
 
 // grad_weight[c] += sum_n sum_dy_xhat[n, c] and grad_bias[c] += sum_n sum_dy[n, c]; either may be null

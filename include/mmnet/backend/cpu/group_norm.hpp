@@ -150,16 +150,7 @@ void group_norm_backward_reduce(cpu, const GroupNormProblem p, const T* x, const
     cpu_group_norm::sum_dy_dyx(x + k * p.s + begin, dy + k * p.s + begin, end - begin, mean[r], part_dy[i],
                                part_dyx[i]);
   });
-  for (index_t k = 0; k < planes; ++k) {
-    const index_t r = (k / p.c) * p.g + (k % p.c) / cpg;
-    double sd = 0, sdx = 0;
-    for (index_t j = 0; j < chunks; ++j) {
-      sd += part_dy[k * chunks + j];
-      sdx += part_dyx[k * chunks + j];
-    }
-    sum_dy[k] = sd;
-    sum_dy_xhat[k] = sdx * invstd[r];
-  }
+  group_norm_combine_partials(cpu{}, p, chunks, part_dy, part_dyx, invstd, sum_dy, sum_dy_xhat);
 }
 
 // dx = invstd * (dy w - (A + xhat B) / M) = invstd * ((dy w - A / M) - (x - mean) (invstd B / M)), with A and B

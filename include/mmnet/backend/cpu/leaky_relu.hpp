@@ -28,34 +28,35 @@ inline void backward(const T* __restrict x, const T* __restrict dy, index_t n, T
   }
 }
 
+// f(begin, length) on consecutive blocks of n values, one OpenMP iteration a block.
+template <class F>
+inline void for_blocks(index_t n, F&& f) {
+  const index_t blocks = (n + block - 1) / block;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (blocks > 1)
+#endif
+  for (index_t b = 0; b < blocks; ++b) {
+    const index_t begin = b * block;
+    f(begin, n - begin < block ? n - begin : block);
+  }
+}
+
 }  // namespace cpu_leaky_relu
 
 // y = x > 0 ? x : x * slope over n values.
 template <class T>
 void leaky_relu_forward(cpu, index_t n, const T* x, T slope, T* y) {
-  const index_t blocks = (n + cpu_leaky_relu::block - 1) / cpu_leaky_relu::block;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (blocks > 1)
-#endif
-  for (index_t b = 0; b < blocks; ++b) {
-    const index_t begin = b * cpu_leaky_relu::block;
-    const index_t len = n - begin < cpu_leaky_relu::block ? n - begin : cpu_leaky_relu::block;
+  cpu_leaky_relu::for_blocks(n, [&](index_t begin, index_t len) {
     cpu_leaky_relu::forward(x + begin, len, slope, y + begin);
-  }
+  });
 }
 
 // dx = x > 0 ? dy : dy * slope over n values.
 template <class T>
 void leaky_relu_backward(cpu, index_t n, const T* x, const T* dy, T slope, T* dx) {
-  const index_t blocks = (n + cpu_leaky_relu::block - 1) / cpu_leaky_relu::block;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (blocks > 1)
-#endif
-  for (index_t b = 0; b < blocks; ++b) {
-    const index_t begin = b * cpu_leaky_relu::block;
-    const index_t len = n - begin < cpu_leaky_relu::block ? n - begin : cpu_leaky_relu::block;
+  cpu_leaky_relu::for_blocks(n, [&](index_t begin, index_t len) {
     cpu_leaky_relu::backward(x + begin, dy + begin, len, slope, dx + begin);
-  }
+  });
 }
 
 }  // namespace mmnet::backend
